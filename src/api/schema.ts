@@ -1,0 +1,90 @@
+import { z } from "zod";
+
+/**
+ * The job body of `GET /v1/jobs/{jobId}`, written from the field list under "Response" on the
+ * API page (the examples there are partial and are not the schema). Every field is required,
+ * nullable exactly where the page says so; unknown extra fields are tolerated and kept.
+ */
+
+export const JOB_STATUSES = [
+  "pending",
+  "queued",
+  "running",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "dead_letter",
+] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+export const JOB_TYPES = [
+  "pipeline.ingest_validate",
+  "pipeline.deidentify",
+  "pipeline.map_to_fhir",
+  "pipeline.fhir_store_upsert",
+  "pipeline.run_inference",
+  "pipeline.write_artifacts",
+  "pipeline.dispatch_webhooks",
+] as const;
+export type JobType = (typeof JOB_TYPES)[number];
+
+// The 8-4-4-4-12 hex shape, the same definition the pending-set intake applies (`isJobId`):
+// a stricter RFC 9562 check here would turn a job the API really has into endless invalid polls.
+const uuid = z.guid();
+// RFC 3339 with an offset or Z, any number of fraction digits.
+const dateTime = z.iso.datetime({ offset: true });
+const count = z.int().min(0);
+
+export const jobSchema = z.looseObject({
+  jobId: uuid,
+  submissionId: uuid.nullable(),
+  partnerSubmissionId: z.string().nullable(),
+  partnerSubjectId: z.string().nullable(),
+  type: z.enum(JOB_TYPES),
+  typeLabel: z.string().min(1),
+  status: z.enum(JOB_STATUSES),
+  statusLabel: z.string().min(1),
+  segment: z.string().nullable(),
+  correlationId: z.string().nullable(),
+  parentJobId: uuid.nullable(),
+  attempts: count,
+  maxAttempts: count,
+  lastError: z.string().nullable(),
+  // "Opaque JSON when present": required as a key, any JSON value (including null).
+  errorDetail: z.unknown().refine((v) => v !== undefined, { message: "Required" }),
+  queuedAt: dateTime.nullable(),
+  acceptedAt: dateTime.nullable(),
+  startedAt: dateTime.nullable(),
+  completedAt: dateTime.nullable(),
+  failedAt: dateTime.nullable(),
+  slaDeadlineAt: dateTime.nullable(),
+  processingDurationMs: count.nullable(),
+  slaBreached: z.boolean(),
+  createdAt: dateTime,
+  updatedAt: dateTime,
+});
+
+export type Job = z.infer<typeof jobSchema>;
+
+/** Fields that may carry patient data: they reach events, never logs. */
+export const PATIENT_FIELDS = ["partnerSubjectId", "lastError", "errorDetail"] as const;
+
+/**
+ * Describes why a value is not a valid job body using only issue paths and codes: zod messages
+ * can quote received values, and a body's values must never reach logs or `poll_failed`.
+ */
+export function describeIssues(error: z.ZodError, max = 5): string {
+  const parts = error.issues.slice(0, max).map((issue) => {
+    const path = issue.path.length > 0 ? issue.path.map(String).join(".") : "(root)";
+    return `${path}: ${issue.code}`;
+  });
+  if (error.issues.length > max) parts.push(`+${error.issues.length - max} more`);
+  return parts.join("; ");
+}
+
+/** A pending-set member names a job when it has the UUID shape, in any case. */
+export const JOB_ID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function isJobId(member: string): boolean {
+  return member.length === 36 && JOB_ID_PATTERN.test(member);
+}

@@ -1,0 +1,492 @@
+import type { Logger } from "pino";
+import type { PollOutcome } from "../api/outcome.js";
+import { isAlert, kindOfType } from "../events/cloudevents.js";
+import { coerceError } from "../lib/errors.js";
+import { sleep, Wakeup } from "../lib/signal.js";
+import type { ClaimedJob, DecisionWrite, Store } from "../store/store.js";
+import { ApplyCode, describeApplyCode } from "../store/store.js";
+import { Circuit } from "./circuit.js";
+import { type DecideSettings, decide } from "./decide.js";
+import { rejectionReason } from "./members.js";
+
+export interface PollerSettings extends DecideSettings {
+  concurrency: number;
+  leaseMs: number;
+  claimBatch: number;
+  intakeIntervalMs: number;
+  idleWakeMs: number;
+  authRetryMs: number;
+  shutdownTimeoutMs: number;
+  /** How often the pending set is fully reconciled even when its size did not change. */
+  reconcileIntervalMs: number;
+  circuitThreshold: number;
+  circuitMaxCooldownMs: number;
+}
+
+export interface JobsApi {
+  poll(jobId: string, opts?: { signal?: AbortSignal }): Promise<PollOutcome>;
+  probeAuth(): Promise<"ok" | "auth" | "down">;
+}
+
+/** The subset of `Metrics` the loop reports to; every field optional so tests can omit it. */
+export interface LoopMetrics {
+  polls?: { inc(labels: { outcome: string }, value?: number): void };
+  pollDuration?: { observe(labels: { outcome: string }, value: number): void };
+  events?: { inc(labels: { type: string }, value?: number): void };
+  redisErrors?: { inc(labels: { op: string }): void };
+  authOk?: { set(value: number): void };
+  leasesHeld?: { set(value: number): void };
+  inFlight?: { set(value: number): void };
+  circuitOpen?: { set(value: number): void };
+}
+
+export interface PollerDeps {
+  store: Store;
+  api: JobsApi;
+  settings: PollerSettings;
+  logger: Logger;
+  metrics?: LoopMetrics;
+  clock?: () => number;
+  random?: () => number;
+  /** Called before each auth probe, e.g. to re-read a rotated key file. */
+  onAuthRetry?: () => void;
+}
+
+interface Pending {
+  write: DecisionWrite;
+  resolve: (code: ApplyCode | null) => void;
+}
+
+/**
+ * The poll loop: claim due jobs under a lease, poll them with bounded concurrency, decide with
+ * the pure rules, and write each decision atomically. The daemon keeps no per-job state of its
+ * own beyond what is in flight; everything else lives in Redis.
+ */
+export class Poller {
+  private readonly clock: () => number;
+  private readonly random: () => number;
+  private readonly log: Logger;
+  private readonly queue: ClaimedJob[] = [];
+  private readonly inFlight = new Map<ClaimedJob, AbortController>();
+  private readonly claimWake = new Wakeup();
+  private readonly intakeWake = new Wakeup();
+  private readonly idle = new Wakeup();
+  private readonly stopController = new AbortController();
+  private readonly circuit: Circuit;
+  private applyQueue: Pending[] = [];
+  private applying = false;
+  private loops: Promise<void>[] = [];
+  private stopPromise: Promise<void> | null = null;
+  private lastReconcile = 0;
+  private stopping = false;
+  private authOk = true;
+  private redisOk = true;
+  private lastRedisError: string | null = null;
+
+  constructor(private readonly deps: PollerDeps) {
+    this.clock = deps.clock ?? Date.now;
+    this.random = deps.random ?? Math.random;
+    this.log = deps.logger;
+    this.circuit = new Circuit({
+      threshold: deps.settings.circuitThreshold,
+      minCooldownMs: 1000,
+      maxCooldownMs: deps.settings.circuitMaxCooldownMs,
+    });
+  }
+
+  start(): void {
+    if (this.loops.length > 0) return;
+    this.loops = [
+      this.guard("claim", () => this.claimLoop()),
+      this.guard("intake", () => this.intakeLoop()),
+      this.guard("expire", () => this.expireLoop()),
+    ];
+  }
+
+  /** True while the API key is accepted; false during an auth pause. */
+  get apiKeyAccepted(): boolean {
+    return this.authOk;
+  }
+
+  get redisHealthy(): { ok: boolean; reason: string | null } {
+    return { ok: this.redisOk, reason: this.redisOk ? null : this.lastRedisError };
+  }
+
+  get circuitOpen(): boolean {
+    return this.circuit.state === "open";
+  }
+
+  get leases(): number {
+    return this.queue.length + this.inFlight.size;
+  }
+
+  /**
+   * Stops claiming, lets in-flight polls finish within the shutdown timeout, hands back the
+   * rest, and waits for every decision to be written. Safe to call more than once.
+   */
+  stop(): Promise<void> {
+    this.stopPromise ??= this.shutdown();
+    return this.stopPromise;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopping = true;
+    this.stopController.abort();
+    this.claimWake.fire();
+    this.intakeWake.fire();
+    const deadline = this.clock() + this.deps.settings.shutdownTimeoutMs * 0.7;
+    // Jobs claimed but not started go straight back.
+    const queued = this.queue.splice(0);
+    await this.releaseQuietly(queued);
+    while (this.inFlight.size > 0 && this.clock() < deadline) {
+      await this.idle.wait(Math.max(1, deadline - this.clock()));
+    }
+    // Whatever is still running is aborted and handed back by its worker.
+    for (const controller of this.inFlight.values()) controller.abort();
+    while (this.inFlight.size > 0) await this.idle.wait(50);
+    await Promise.allSettled(this.loops);
+    while (this.applying || this.applyQueue.length > 0) await this.idle.wait(20);
+  }
+
+  private async guard(name: string, loop: () => Promise<void>): Promise<void> {
+    try {
+      await loop();
+    } catch (err) {
+      // The loops catch their own errors; reaching here is a bug, so say it loudly.
+      this.log.fatal({ err: coerceError(err), loop: name }, "poller loop crashed");
+      throw err;
+    }
+  }
+
+  private markRedis(ok: boolean, op: string, err?: unknown): void {
+    if (!ok) {
+      this.deps.metrics?.redisErrors?.inc({ op });
+      this.lastRedisError = coerceError(err).message;
+      if (this.redisOk) this.log.error({ err: coerceError(err), op }, "redis call failed");
+    } else if (!this.redisOk) {
+      this.log.info({ op }, "redis answers again");
+    }
+    this.redisOk = ok;
+  }
+
+  // ---- claiming --------------------------------------------------------------------------
+
+  private async claimLoop(): Promise<void> {
+    const s = this.deps.settings;
+    let redisBackoff = 100;
+    while (!this.stopping) {
+      if (!this.authOk) {
+        await this.authPause();
+        continue;
+      }
+      if (this.circuit.state === "open") {
+        await this.circuitProbe();
+        continue;
+      }
+      // Keep up to one batch beyond the concurrency claimed, so workers never wait on Redis.
+      const room = s.concurrency * 2 - this.queue.length - this.inFlight.size;
+      if (room < Math.max(1, s.concurrency / 4)) {
+        await this.claimWake.wait(s.idleWakeMs);
+        continue;
+      }
+      let claimed: Awaited<ReturnType<Store["claim"]>>;
+      const now = this.clock();
+      try {
+        claimed = await this.deps.store.claim(now, Math.min(room, s.claimBatch), s.leaseMs);
+        this.markRedis(true, "claim");
+        redisBackoff = 100;
+      } catch (err) {
+        this.markRedis(false, "claim", err);
+        await this.claimWake.wait(redisBackoff);
+        redisBackoff = Math.min(redisBackoff * 2, 2000);
+        continue;
+      }
+      if (this.stopping) {
+        await this.releaseQuietly(claimed.jobs);
+        break;
+      }
+      this.queue.push(...claimed.jobs);
+      this.dispatch();
+      if (claimed.jobs.length === 0) {
+        const untilDue = claimed.nextDueAt === null ? s.idleWakeMs : claimed.nextDueAt - now;
+        await this.claimWake.wait(Math.min(Math.max(untilDue, 1), s.idleWakeMs));
+      }
+    }
+  }
+
+  private dispatch(): void {
+    const s = this.deps.settings;
+    while (this.inFlight.size < s.concurrency && this.queue.length > 0 && !this.stopping) {
+      const job = this.queue.shift() as ClaimedJob;
+      if (!this.authOk || this.circuit.state === "open") {
+        this.queue.unshift(job);
+        break;
+      }
+      const controller = new AbortController();
+      this.inFlight.set(job, controller);
+      void this.work(job, controller).finally(() => {
+        this.inFlight.delete(job);
+        this.updateGauges();
+        this.idle.fire();
+        this.dispatch();
+        this.claimWake.fire();
+      });
+    }
+    this.updateGauges();
+  }
+
+  private updateGauges(): void {
+    this.deps.metrics?.leasesHeld?.set(this.leases);
+    this.deps.metrics?.inFlight?.set(this.inFlight.size);
+  }
+
+  // ---- one poll --------------------------------------------------------------------------
+
+  private async work(job: ClaimedJob, controller: AbortController): Promise<void> {
+    const started = this.clock();
+    let outcome: PollOutcome;
+    try {
+      outcome = await this.deps.api.poll(job.id, { signal: controller.signal });
+    } catch (err) {
+      // The client reports API problems as outcomes; a throw is ours. Hand the job back.
+      this.log.error({ err: coerceError(err), jobId: job.id }, "poll crashed; job handed back");
+      await this.releaseQuietly([job]);
+      return;
+    }
+    const m = this.deps.metrics;
+    m?.pollDuration?.observe({ outcome: outcome.kind }, (this.clock() - started) / 1000);
+
+    if (controller.signal.aborted && this.stopping) {
+      m?.polls?.inc({ outcome: "handed_back" });
+      await this.releaseQuietly([job]);
+      return;
+    }
+    if (outcome.kind === "auth") {
+      m?.polls?.inc({ outcome: "auth" });
+      this.enterAuthPause(outcome.status);
+      // The key is wrong for everyone: this job is handed back untouched, no event.
+      await this.releaseQuietly([job]);
+      return;
+    }
+    if (outcome.kind === "transient") {
+      if (this.circuit.recordFailure(this.clock())) {
+        this.deps.metrics?.circuitOpen?.set(1);
+        this.log.warn(
+          { reason: outcome.reason },
+          "API failing for every job: circuit open, polling paused",
+        );
+      }
+    } else {
+      this.circuit.recordSuccess();
+    }
+
+    const now = this.clock();
+    const decision = decide({
+      jobId: job.id,
+      state: job.state,
+      outcome,
+      now,
+      random: this.random(),
+      settings: this.deps.settings,
+    });
+    if (job.stateReset) {
+      this.log.error({ jobId: job.id }, "stored job state was unreadable; a new history starts");
+    }
+    const code = await this.write({
+      id: job.id,
+      lease: job.lease,
+      expectedVersion: job.state.version,
+      state: decision.state,
+      nextDueAt: decision.nextDueAt,
+      events: decision.events,
+    });
+    if (code === null) {
+      m?.polls?.inc({ outcome: "not_written" });
+      return;
+    }
+    if (code !== ApplyCode.Written) {
+      m?.polls?.inc({ outcome: code === ApplyCode.LeaseLost ? "lease_lost" : "conflict" });
+      this.log.warn({ jobId: job.id, code }, `decision dropped: ${describeApplyCode(code)}`);
+      return;
+    }
+    m?.polls?.inc({ outcome: decision.verdict === "stale" ? "stale" : outcome.kind });
+    for (const event of decision.events) {
+      const kind = kindOfType(event.type) ?? "unknown";
+      m?.events?.inc({ type: kind });
+      const fields = { jobId: job.id, eventId: event.id, type: event.type, sequence: event.sequence };
+      if (isAlert(kind as never)) this.log.warn(fields, "alert event emitted");
+      else this.log.info(fields, "event emitted");
+    }
+    if (outcome.kind === "invalid") {
+      this.log.warn({ jobId: job.id, reason: outcome.reason }, "invalid API response");
+    }
+  }
+
+  // ---- writing decisions -----------------------------------------------------------------
+
+  /**
+   * Queues a decision. Writes are batched naturally: while one applyDecisions call is out, the
+   * decisions that arrive meanwhile go together in the next one. Resolves null when the write
+   * was given up on at shutdown with Redis unreachable (nothing was written, so the job is
+   * simply polled again when its lease runs out).
+   */
+  private write(write: DecisionWrite): Promise<ApplyCode | null> {
+    return new Promise((resolve) => {
+      this.applyQueue.push({ write, resolve });
+      if (!this.applying) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.applying = true;
+    let backoff = 50;
+    try {
+      while (this.applyQueue.length > 0) {
+        const batch = this.applyQueue.splice(0, 256);
+        try {
+          const codes = await this.deps.store.apply(
+            batch.map((p) => p.write),
+            this.clock(),
+          );
+          this.markRedis(true, "apply");
+          backoff = 50;
+          batch.forEach((p, i) => p.resolve(codes[i] ?? null));
+        } catch (err) {
+          this.markRedis(false, "apply", err);
+          // Retrying is safe: the script is compare-and-set. Give up only at shutdown.
+          if (this.stopping && this.stopDeadlinePassed()) {
+            for (const p of batch) p.resolve(null);
+            continue;
+          }
+          this.applyQueue.unshift(...batch);
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 2000);
+        }
+      }
+    } finally {
+      this.applying = false;
+      this.idle.fire();
+    }
+  }
+
+  private stopStartedAt: number | null = null;
+
+  private stopDeadlinePassed(): boolean {
+    this.stopStartedAt ??= this.clock();
+    return this.clock() - this.stopStartedAt > this.deps.settings.shutdownTimeoutMs * 0.25;
+  }
+
+  private async releaseQuietly(jobs: readonly ClaimedJob[]): Promise<void> {
+    if (jobs.length === 0) return;
+    const now = this.clock();
+    try {
+      await this.deps.store.release(jobs.map((j) => ({ id: j.id, lease: j.lease, dueAt: now })));
+    } catch (err) {
+      // Not fatal: an unreleased lease simply runs out after POLLER_LEASE_MS.
+      this.markRedis(false, "release", err);
+    }
+  }
+
+  // ---- pauses ----------------------------------------------------------------------------
+
+  private enterAuthPause(status: number): void {
+    if (!this.authOk) return;
+    this.authOk = false;
+    this.deps.metrics?.authOk?.set(0);
+    this.log.error(
+      { status, retryInMs: this.deps.settings.authRetryMs },
+      "API key rejected: polling paused for all jobs",
+    );
+    // Jobs claimed but not started go back untouched.
+    const queued = this.queue.splice(0);
+    void this.releaseQuietly(queued);
+  }
+
+  private async authPause(): Promise<void> {
+    await sleep(this.deps.settings.authRetryMs, this.stopController.signal);
+    if (this.stopping) return;
+    this.deps.onAuthRetry?.();
+    const probe = await this.deps.api.probeAuth().catch(() => "down" as const);
+    if (probe === "ok") {
+      this.authOk = true;
+      this.deps.metrics?.authOk?.set(1);
+      this.log.info("API key accepted again: polling resumed");
+    } else {
+      this.log.warn({ probe }, "API key still rejected");
+    }
+  }
+
+  private async circuitProbe(): Promise<void> {
+    const wait = this.circuit.waitMs(this.clock());
+    if (wait > 0) {
+      await sleep(wait, this.stopController.signal);
+      return;
+    }
+    const probe = await this.deps.api.probeAuth().catch(() => "down" as const);
+    if (probe === "down") {
+      this.circuit.probeFailed(this.clock());
+      this.log.warn({ nextProbeInMs: this.circuit.waitMs(this.clock()) }, "API still failing");
+      return;
+    }
+    this.circuit.probeSucceeded();
+    this.deps.metrics?.circuitOpen?.set(0);
+    this.log.info("API answers again: circuit closed");
+    if (probe === "auth") this.enterAuthPause(401);
+  }
+
+  // ---- intake and housekeeping -----------------------------------------------------------
+
+  private async intakeLoop(): Promise<void> {
+    const s = this.deps.settings;
+    let backoff = s.intakeIntervalMs;
+    while (!this.stopping) {
+      const now = this.clock();
+      const reconcile = now - this.lastReconcile >= s.reconcileIntervalMs;
+      let more = false;
+      try {
+        const result = await this.deps.store.intake(1000, reconcile);
+        if (reconcile) this.lastReconcile = now;
+        this.markRedis(true, "intake");
+        backoff = s.intakeIntervalMs;
+        if (result.added > 0) {
+          this.log.debug({ added: result.added }, "new jobs tracked");
+          this.claimWake.fire();
+        }
+        if (result.untracked > 0) {
+          this.log.info({ untracked: result.untracked }, "members removed by producers untracked");
+        }
+        for (const { member, lastSequence } of result.invalid) {
+          const reason = rejectionReason(member);
+          const moved = await this.deps.store.reject(
+            member,
+            reason,
+            lastSequence,
+            s.eventSource,
+            this.clock(),
+          );
+          if (moved) {
+            this.deps.metrics?.events?.inc({ type: "rejected" });
+            // The member itself may be hostile (huge, control characters): log its length only.
+            this.log.warn({ reason, length: member.length }, "pending member rejected");
+          }
+        }
+        more = result.remaining > 0;
+      } catch (err) {
+        this.markRedis(false, "intake", err);
+        backoff = Math.min(backoff * 2, 5000);
+      }
+      if (!more) await this.intakeWake.wait(backoff);
+    }
+  }
+
+  private async expireLoop(): Promise<void> {
+    while (!this.stopping) {
+      try {
+        while ((await this.deps.store.expire(this.clock(), 500)) === 500 && !this.stopping) {}
+      } catch (err) {
+        this.markRedis(false, "expire", err);
+      }
+      await sleep(10_000, this.stopController.signal);
+    }
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Every Redis key the poller uses, derived from one prefix. All of them share the prefix, so a
+ * prefix with a hash tag (`{idunox}:jobs:`) puts them in one Redis Cluster slot, which the
+ * multi-key scripts need.
+ */
+export interface Keys {
+  /** Producers' input (contract): SADD job ids here. */
+  pending: string;
+  /** Members that are not job ids, moved here with a `rejected` event (contract). */
+  rejected: string;
+  /** Every event (contract). */
+  events: string;
+  /** Events that need a person (contract). */
+  alerts: string;
+  /** Pending members already scheduled, as written. */
+  tracked: string;
+  /** Job id -> due time (ms); 0 for never polled; a claimed job's score is its lease expiry. */
+  schedule: string;
+  /** Job id -> encoded JobState. */
+  state: string;
+  /** Job id -> when the state of a finished job may be dropped. */
+  expiry: string;
+  /** Job id -> pending member as written, when it was not lowercase. */
+  aliases: string;
+  /** New members found by the last reconciliation, handed out in batches. */
+  intake: string;
+  /** Rejected member -> last event sequence. */
+  rejectSeq: string;
+}
+
+export function keysFor(prefix: string): Keys {
+  return {
+    pending: `${prefix}pending`,
+    rejected: `${prefix}rejected`,
+    events: `${prefix}events`,
+    alerts: `${prefix}alerts`,
+    tracked: `${prefix}tracked`,
+    schedule: `${prefix}schedule`,
+    state: `${prefix}state`,
+    expiry: `${prefix}expiry`,
+    aliases: `${prefix}aliases`,
+    intake: `${prefix}intake`,
+    rejectSeq: `${prefix}rejected:seq`,
+  };
+}

@@ -1,0 +1,75 @@
+--[[
+  Finds members of the pending set that the poller does not track yet and schedules them.
+
+  The pending set is the producers' and may be large, so its diff against `tracked` is
+  computed only when their sizes differ (O(1) otherwise) or when the caller forces a
+  reconciliation; the diff is parked in a scratch set and handed out in batches so one call
+  never returns an unbounded reply.
+
+  Invariant: every member of `tracked` is (or was, until a producer removed it) in `pending`;
+  a member leaves `pending` only through applyDecisions (final) or rejectMember.
+
+  KEYS[1] pending    set, written by producers
+  KEYS[2] tracked    set, the pending members already scheduled (as written)
+  KEYS[3] schedule   zset, job id (lowercase) -> due time in ms; 0 = never polled
+  KEYS[4] aliases    hash, job id -> member as written, when it is not lowercase
+  KEYS[5] scratch    set, new members waiting to be handed out
+  KEYS[6] rejectSeq  hash, rejected member -> last event sequence
+
+  ARGV[1] batch size
+  ARGV[2] "1" to force a full reconciliation
+
+  Returns { added, { member, lastRejectSequence, ... }, remaining, untracked }
+]]
+local rcall = redis.call
+local pending, tracked, schedule, aliases, scratch, rejectSeq =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local limit = tonumber(ARGV[1])
+local force = ARGV[2] == "1"
+
+local untracked = 0
+if rcall("SCARD", scratch) == 0 then
+  local np = rcall("SCARD", pending)
+  local nt = rcall("SCARD", tracked)
+  if np == nt and not force then
+    return { 0, {}, 0, 0 }
+  end
+  if np < nt or force then
+    -- A producer removed members it had added: stop polling them.
+    local gone = rcall("SDIFF", tracked, pending)
+    for _, m in ipairs(gone) do
+      rcall("SREM", tracked, m)
+      local id = string.lower(m)
+      if m == id or rcall("SISMEMBER", tracked, id) == 0 then
+        rcall("ZREM", schedule, id)
+        rcall("HDEL", aliases, id)
+      end
+      untracked = untracked + 1
+    end
+  end
+  if rcall("SDIFFSTORE", scratch, pending, tracked) == 0 then
+    return { 0, {}, 0, untracked }
+  end
+end
+
+local uuid = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local batch = rcall("SPOP", scratch, limit)
+local added = 0
+local invalid = {}
+for _, m in ipairs(batch) do
+  -- The scratch copy may be older than a removal; only members still pending count.
+  if rcall("SISMEMBER", pending, m) == 1 then
+    if #m == 36 and string.match(m, uuid) then
+      local id = string.lower(m)
+      rcall("SADD", tracked, m)
+      if m ~= id then
+        rcall("HSET", aliases, id, m)
+      end
+      added = added + rcall("ZADD", schedule, "NX", 0, id)
+    else
+      invalid[#invalid + 1] = m
+      invalid[#invalid + 1] = tonumber(rcall("HGET", rejectSeq, m) or "0")
+    end
+  end
+end
+return { added, invalid, rcall("SCARD", scratch), untracked }

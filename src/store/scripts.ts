@@ -1,0 +1,57 @@
+import { readFileSync, readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { RedisClient } from "./connection.js";
+
+/**
+ * The Lua scripts of `lua/`, one per file, named `<name>-<numberOfKeys>.lua`. They are
+ * registered with ioredis `defineCommand`, which calls EVALSHA and falls back to EVAL on
+ * NOSCRIPT, so a Redis restart or SCRIPT FLUSH needs no handling here.
+ */
+export const SCRIPT_NAMES = [
+  "intake",
+  "claimDue",
+  "applyDecisions",
+  "releaseLeases",
+  "rejectMember",
+  "expireStates",
+] as const;
+export type ScriptName = (typeof SCRIPT_NAMES)[number];
+
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>;
+export type ScriptCommands = Record<ScriptName, ScriptFn>;
+
+const LUA_DIR = fileURLToPath(new URL("./lua/", import.meta.url));
+
+interface ScriptSource {
+  numberOfKeys: number;
+  lua: string;
+}
+
+let cache: Map<ScriptName, ScriptSource> | undefined;
+
+export function loadScriptSources(): Map<ScriptName, ScriptSource> {
+  if (cache) return cache;
+  const found = new Map<ScriptName, ScriptSource>();
+  for (const file of readdirSync(LUA_DIR)) {
+    const match = /^([A-Za-z]+)-(\d+)\.lua$/.exec(file);
+    if (!match) continue;
+    const name = match[1] as ScriptName;
+    if (!SCRIPT_NAMES.includes(name)) throw new Error(`unexpected Lua script ${file}`);
+    found.set(name, {
+      numberOfKeys: Number(match[2]),
+      lua: readFileSync(`${LUA_DIR}${file}`, "utf8"),
+    });
+  }
+  for (const name of SCRIPT_NAMES) {
+    if (!found.has(name)) throw new Error(`missing Lua script ${name}-<keys>.lua in ${LUA_DIR}`);
+  }
+  cache = found;
+  return found;
+}
+
+export function defineScripts(redis: RedisClient): ScriptCommands {
+  for (const [name, source] of loadScriptSources()) {
+    redis.defineCommand(name, source);
+  }
+  return redis as unknown as ScriptCommands;
+}

@@ -1,0 +1,309 @@
+import { randomBytes } from "node:crypto";
+import { buildEvent, streamFields, TYPE_PREFIX } from "../events/cloudevents.js";
+import type { AnyCloudEvent, EventKind } from "../events/types.js";
+import { ALERT_KINDS } from "../events/types.js";
+import type { JobState } from "../poller/state.js";
+import { decodeState, encodeState, initialState, StateDecodeError } from "../poller/state.js";
+import type { RedisClient } from "./connection.js";
+import { type Keys, keysFor } from "./keys.js";
+import { defineScripts, type ScriptCommands } from "./scripts.js";
+
+/** What applyDecisions returns per decision. */
+export enum ApplyCode {
+  Written = 1,
+  /** Another replica holds the job now (or it left the schedule): the decision is dropped. */
+  LeaseLost = 2,
+  /** The state moved on since the claim (the same decision was already written). */
+  Conflict = 3,
+}
+
+export function describeApplyCode(code: ApplyCode): string {
+  switch (code) {
+    case ApplyCode.Written:
+      return "written";
+    case ApplyCode.LeaseLost:
+      return "lease lost: the job was claimed again or untracked";
+    case ApplyCode.Conflict:
+      return "version conflict: the state changed since it was claimed";
+  }
+}
+
+export interface ClaimedJob {
+  id: string;
+  /** The claimed schedule score: the lease token. */
+  lease: number;
+  /** The recorded state, or a fresh one for a job never polled. */
+  state: JobState;
+  /** The stored state could not be read and a new history was started. */
+  stateReset: boolean;
+}
+
+export interface ClaimResult {
+  jobs: ClaimedJob[];
+  /** When the earliest job is due, if nothing is due now. */
+  nextDueAt: number | null;
+}
+
+export interface DecisionWrite {
+  id: string;
+  lease: number;
+  expectedVersion: number;
+  state: JobState;
+  /** null: done with, leaves the pending set. */
+  nextDueAt: number | null;
+  events: readonly AnyCloudEvent[];
+}
+
+export interface IntakeResult {
+  added: number;
+  invalid: Array<{ member: string; lastSequence: number }>;
+  /** New members still waiting in the scratch set: call again. */
+  remaining: number;
+  untracked: number;
+}
+
+export interface StoreOptions {
+  prefix: string;
+  streamMaxLen: number;
+  stateTtlMs: number;
+}
+
+export interface StoreStats {
+  tracked: number;
+  dueBacklog: number;
+  scheduleLagSeconds: number;
+  rejected: number;
+  groups: Array<{ stream: "events" | "alerts"; group: string; lag: number | null; pending: number }>;
+}
+
+export interface StoredJob {
+  state: JobState | null;
+  /** Due time in ms; 0 = never polled; absent when the job is not scheduled. */
+  dueAt: number | null;
+  pending: boolean;
+}
+
+function newEpoch(): string {
+  return randomBytes(6).toString("hex");
+}
+
+/**
+ * Everything the poller does to Redis, as typed calls over the Lua scripts. Each method is one
+ * round trip; batches are the caller's to size.
+ */
+export class Store {
+  readonly keys: Keys;
+  private readonly scripts: ScriptCommands;
+
+  constructor(
+    readonly redis: RedisClient,
+    private readonly options: StoreOptions,
+  ) {
+    this.keys = keysFor(options.prefix);
+    this.scripts = defineScripts(redis);
+  }
+
+  async intake(limit: number, reconcile: boolean): Promise<IntakeResult> {
+    const k = this.keys;
+    const reply = (await this.scripts.intake(
+      k.pending,
+      k.tracked,
+      k.schedule,
+      k.aliases,
+      k.intake,
+      k.rejectSeq,
+      limit,
+      reconcile ? "1" : "0",
+    )) as [number, Array<string | number>, number, number];
+    const invalid: IntakeResult["invalid"] = [];
+    const flat = reply[1];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      invalid.push({ member: String(flat[i]), lastSequence: Number(flat[i + 1]) });
+    }
+    return { added: reply[0], invalid, remaining: reply[2], untracked: reply[3] };
+  }
+
+  async claim(now: number, limit: number, leaseMs: number): Promise<ClaimResult> {
+    const lease = now + leaseMs;
+    const reply = (await this.scripts.claimDue(
+      this.keys.schedule,
+      this.keys.state,
+      now,
+      limit,
+      lease,
+    )) as [string[], Array<string | null>, string | null];
+    const [ids, states, next] = reply;
+    const jobs: ClaimedJob[] = ids.map((id, i) => {
+      const raw = states[i] ?? null;
+      if (raw === null) return { id, lease, state: initialState(newEpoch()), stateReset: false };
+      try {
+        return { id, lease, state: decodeState(raw), stateReset: false };
+      } catch (err) {
+        if (!(err instanceof StateDecodeError)) throw err;
+        // Keep the stored version so the compare-and-set still holds; a new epoch keeps the
+        // new history's event ids apart from the old ones.
+        const version = Number.parseInt(raw, 10);
+        const state = { ...initialState(newEpoch()), version: Number.isFinite(version) ? version : -1 };
+        return { id, lease, state, stateReset: true };
+      }
+    });
+    return { jobs, nextDueAt: next === null ? null : Number(next) };
+  }
+
+  async apply(writes: readonly DecisionWrite[], now: number): Promise<ApplyCode[]> {
+    if (writes.length === 0) return [];
+    const k = this.keys;
+    const args: Array<string | number> = [
+      k.schedule,
+      k.state,
+      k.pending,
+      k.tracked,
+      k.aliases,
+      k.expiry,
+      k.events,
+      k.alerts,
+      this.options.streamMaxLen,
+      now + this.options.stateTtlMs,
+      writes.length,
+    ];
+    for (const w of writes) {
+      args.push(
+        w.id,
+        w.lease,
+        w.expectedVersion,
+        encodeState(w.state),
+        w.nextDueAt === null ? "" : Math.round(w.nextDueAt),
+        w.events.length,
+      );
+      for (const event of w.events) {
+        const kind = event.type.slice(TYPE_PREFIX.length) as EventKind;
+        args.push(ALERT_KINDS.has(kind) ? "1" : "0", ...streamFields(event));
+      }
+    }
+    return (await this.scripts.applyDecisions(...args)) as ApplyCode[];
+  }
+
+  async release(items: ReadonlyArray<{ id: string; lease: number; dueAt: number }>): Promise<number> {
+    if (items.length === 0) return 0;
+    const args: Array<string | number> = [this.keys.schedule];
+    for (const item of items) args.push(item.id, item.lease, Math.round(item.dueAt));
+    return (await this.scripts.releaseLeases(...args)) as number;
+  }
+
+  /**
+   * Moves a member that is not a job id to the rejected set with its `rejected` event.
+   * Returns false when the member had already left the pending set.
+   */
+  async reject(
+    member: string,
+    reason: string,
+    lastSequence: number,
+    source: string,
+    now: number,
+  ): Promise<boolean> {
+    const k = this.keys;
+    let expected = lastSequence;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const event = buildEvent({
+        kind: "rejected",
+        source,
+        subject: member,
+        epoch: "rejected",
+        sequence: expected + 1,
+        timeMs: now,
+        data: { member, reason },
+      });
+      const [data, id, type, , time] = streamFields(event);
+      const reply = (await this.scripts.rejectMember(
+        k.pending,
+        k.rejected,
+        k.rejectSeq,
+        k.events,
+        k.alerts,
+        member,
+        expected,
+        this.options.streamMaxLen,
+        data,
+        id,
+        type,
+        time,
+      )) as number | [number, number];
+      if (reply === 1) return true;
+      if (reply === 2) return false;
+      expected = Number((reply as [number, number])[1]);
+    }
+    throw new Error("rejecting a member kept conflicting with another replica");
+  }
+
+  async expire(now: number, limit: number): Promise<number> {
+    return (await this.scripts.expireStates(
+      this.keys.expiry,
+      this.keys.state,
+      this.keys.schedule,
+      now,
+      limit,
+    )) as number;
+  }
+
+  async stats(now: number): Promise<StoreStats> {
+    const k = this.keys;
+    const [tracked, dueBacklog, oldest, rejected, eventsGroups, alertsGroups] = await Promise.all([
+      this.redis.zcard(k.schedule),
+      this.redis.zcount(k.schedule, "-inf", now),
+      // Score 0 marks jobs never polled; lag is measured on the ones that have a due time.
+      this.redis.zrangebyscore(k.schedule, "(0", "+inf", "WITHSCORES", "LIMIT", 0, 1),
+      this.redis.scard(k.rejected),
+      this.groups(k.events),
+      this.groups(k.alerts),
+    ]);
+    const oldestDue = oldest[1] === undefined ? null : Number(oldest[1]);
+    return {
+      tracked,
+      dueBacklog,
+      scheduleLagSeconds: oldestDue !== null && oldestDue < now ? (now - oldestDue) / 1000 : 0,
+      rejected,
+      groups: [
+        ...eventsGroups.map((g) => ({ stream: "events" as const, ...g })),
+        ...alertsGroups.map((g) => ({ stream: "alerts" as const, ...g })),
+      ],
+    };
+  }
+
+  private async groups(
+    stream: string,
+  ): Promise<Array<{ group: string; lag: number | null; pending: number }>> {
+    let reply: unknown;
+    try {
+      reply = await this.redis.xinfo("GROUPS", stream);
+    } catch (err) {
+      // No stream yet: no groups to report.
+      if (err instanceof Error && /no such key/i.test(err.message)) return [];
+      throw err;
+    }
+    return (reply as unknown[][]).map((flat) => {
+      const info: Record<string, unknown> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) info[String(flat[i])] = flat[i + 1];
+      const lag = info["lag"];
+      return {
+        group: String(info["name"]),
+        lag: lag === null || lag === undefined ? null : Number(lag),
+        pending: Number(info["pending"] ?? 0),
+      };
+    });
+  }
+
+  /** One job's stored state, due time and membership, for `status <jobId>`. */
+  async job(id: string): Promise<StoredJob> {
+    const k = this.keys;
+    const [raw, score, pending] = await Promise.all([
+      this.redis.hget(k.state, id),
+      this.redis.zscore(k.schedule, id),
+      this.redis.sismember(k.pending, id),
+    ]);
+    return {
+      state: raw === null ? null : decodeState(raw),
+      dueAt: score === null ? null : Number(score),
+      pending: pending === 1,
+    };
+  }
+}
