@@ -85,7 +85,12 @@ class Emitter {
 function decideOk(input: DecideInput, job: Job): Decision {
   const { state, now, settings } = input;
   const updatedAtMs = Date.parse(job.updatedAt);
-  const base = { ...state, consecutiveFailures: 0, pollFailedReported: false, firstNotFoundAtMs: null };
+  const base = {
+    ...state,
+    consecutiveFailures: 0,
+    pollFailedReported: false,
+    firstNotFoundAtMs: null,
+  };
 
   if (isStale(updatedAtMs, state.updatedAtMs)) {
     const intervalMs = nextInterval(state.intervalMs, false, settings);
@@ -153,7 +158,12 @@ function decideNotFound(input: DecideInput): Decision {
   const { state, now, settings } = input;
   const firstNotFoundAtMs = state.firstNotFoundAtMs ?? now;
   const intervalMs = nextInterval(state.intervalMs, false, settings);
-  const base = { ...state, version: state.version + 1, consecutiveFailures: 0, pollFailedReported: false };
+  const base = {
+    ...state,
+    version: state.version + 1,
+    consecutiveFailures: 0,
+    pollFailedReported: false,
+  };
 
   if (notFoundExpired(firstNotFoundAtMs, now, settings.notFoundGraceMs)) {
     const out = new Emitter(input, state.sequence);

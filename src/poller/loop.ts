@@ -313,7 +313,12 @@ export class Poller {
     for (const event of decision.events) {
       const kind = kindOfType(event.type) ?? "unknown";
       m?.events?.inc({ type: kind });
-      const fields = { jobId: job.id, eventId: event.id, type: event.type, sequence: event.sequence };
+      const fields = {
+        jobId: job.id,
+        eventId: event.id,
+        type: event.type,
+        sequence: event.sequence,
+      };
       if (isAlert(kind as never)) this.log.warn(fields, "alert event emitted");
       else this.log.info(fields, "event emitted");
     }
@@ -350,7 +355,7 @@ export class Poller {
           );
           this.markRedis(true, "apply");
           backoff = 50;
-          batch.forEach((p, i) => p.resolve(codes[i] ?? null));
+          for (const [i, p] of batch.entries()) p.resolve(codes[i] ?? null);
         } catch (err) {
           this.markRedis(false, "apply", err);
           // Retrying is safe: the script is compare-and-set. Give up only at shutdown.

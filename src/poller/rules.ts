@@ -11,7 +11,11 @@ export interface BackoffSettings {
 }
 
 /** The interval after a poll: back to the minimum after a change, otherwise grown and capped. */
-export function nextInterval(previousMs: number | null, changed: boolean, s: BackoffSettings): number {
+export function nextInterval(
+  previousMs: number | null,
+  changed: boolean,
+  s: BackoffSettings,
+): number {
   if (changed || previousMs === null) return s.minIntervalMs;
   const grown = Math.round(previousMs * s.backoffFactor);
   return Math.min(s.maxIntervalMs, Math.max(s.minIntervalMs, grown));

@@ -1,68 +1,51 @@
-import { Redis, Cluster, type RedisOptions, type ClusterOptions } from "ioredis";
+import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { parseRedisUrl } from "../config/index.js";
 
 export type RedisClient = Redis | Cluster;
 
 /**
- * Opens a connection from `REDIS_URL`:
- * - `redis://[user:pass@]host:port[/db]`, `rediss://` for TLS;
- * - `redis+cluster://host:port,host:port` (or `rediss+cluster://`): seed nodes of a Cluster;
- * - `redis+sentinel://host:port,host:port/masterName` (or `rediss+sentinel://`).
- * A password in the URL is used for the data nodes (and the sentinels).
+ * Opens a connection from `REDIS_URL` (see `parseRedisUrl`): standalone `redis://` or
+ * `rediss://`, a Cluster from seed nodes with `redis+cluster://h1:p1,h2:p2`, or a master found
+ * through Sentinel with `redis+sentinel://s1:p1,s2:p2/masterName`. A password in the URL is
+ * used for the data nodes and for the sentinels.
  */
 export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient {
+  const target = parseRedisUrl(url);
   const base: RedisOptions = {
-    // Fail a command after a few reconnection attempts instead of queueing forever: the
-    // poller's loop retries with backoff, and readiness reports Redis down meanwhile.
+    // Fail a command after a few reconnection attempts instead of queueing it forever: the
+    // poll loop retries with backoff, and readiness reports Redis as down meanwhile.
     maxRetriesPerRequest: 3,
     enableAutoPipelining: true,
     retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000),
     connectionName: "idunox-poller",
+    ...(target.tls ? { tls: {} } : {}),
+    ...(target.username ? { username: target.username } : {}),
+    ...(target.password ? { password: target.password } : {}),
     ...extra,
   };
-  const parsed = new URL(url);
-  const scheme = parsed.protocol.replace(/:$/, "");
-  const tls = scheme.startsWith("rediss") ? { tls: {} } : {};
-  const auth = {
-    ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
-    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
-  };
-  if (scheme === "redis" || scheme === "rediss") {
-    return new Redis(url, base);
+  switch (target.mode) {
+    case "standalone": {
+      const [node] = target.hosts;
+      return new Redis({ ...base, host: node?.host, port: node?.port, db: target.db });
+    }
+    case "cluster":
+      return new Cluster(target.hosts, {
+        redisOptions: base,
+        enableAutoPipelining: true,
+        clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2000),
+      });
+    case "sentinel":
+      return new Redis({
+        ...base,
+        sentinels: target.hosts,
+        name: target.masterName ?? "mymaster",
+        db: target.db,
+        ...(target.password ? { sentinelPassword: target.password } : {}),
+      });
   }
-  const hosts = parseHosts(url);
-  if (scheme.endsWith("+cluster")) {
-    const options: ClusterOptions = {
-      redisOptions: { ...base, ...tls, ...auth },
-      enableAutoPipelining: true,
-      clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2000),
-    };
-    return new Cluster(hosts, options);
-  }
-  if (scheme.endsWith("+sentinel")) {
-    const name = decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "mymaster";
-    return new Redis({
-      ...base,
-      ...tls,
-      ...auth,
-      sentinels: hosts,
-      name,
-      ...(auth.password ? { sentinelPassword: auth.password } : {}),
-    });
-  }
-  throw new Error(`unsupported REDIS_URL scheme "${scheme}"`);
 }
 
-/** `scheme://[auth@]h1:p1,h2:p2/...` -> host list (URL() cannot parse a host list). */
-function parseHosts(url: string): Array<{ host: string; port: number }> {
-  const rest = url.replace(/^[a-z+]+:\/\//i, "");
-  const hostPart = (rest.split("/")[0] ?? "").split("@").pop() ?? "";
-  return hostPart
-    .split(",")
-    .filter(Boolean)
-    .map((hp) => {
-      const bracket = hp.match(/^\[(.+)\](?::(\d+))?$/);
-      if (bracket) return { host: bracket[1] as string, port: Number(bracket[2] ?? 6379) };
-      const [host, port] = hp.split(":");
-      return { host: host ?? "127.0.0.1", port: Number(port ?? 6379) };
-    });
+/** True while the connection can serve commands. */
+export function redisReady(redis: RedisClient): boolean {
+  return redis.status === "ready";
 }

@@ -26,6 +26,8 @@ export interface Keys {
   intake: string;
   /** Rejected member -> last event sequence. */
   rejectSeq: string;
+  /** Replica id -> heartbeat JSON (auth state, leases), for `status` and operators. */
+  replicas: string;
 }
 
 export function keysFor(prefix: string): Keys {
@@ -41,5 +43,6 @@ export function keysFor(prefix: string): Keys {
     aliases: `${prefix}aliases`,
     intake: `${prefix}intake`,
     rejectSeq: `${prefix}rejected:seq`,
+    replicas: `${prefix}replicas`,
   };
 }

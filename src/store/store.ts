@@ -73,7 +73,12 @@ export interface StoreStats {
   dueBacklog: number;
   scheduleLagSeconds: number;
   rejected: number;
-  groups: Array<{ stream: "events" | "alerts"; group: string; lag: number | null; pending: number }>;
+  groups: Array<{
+    stream: "events" | "alerts";
+    group: string;
+    lag: number | null;
+    pending: number;
+  }>;
 }
 
 export interface StoredJob {
@@ -143,7 +148,10 @@ export class Store {
         // Keep the stored version so the compare-and-set still holds; a new epoch keeps the
         // new history's event ids apart from the old ones.
         const version = Number.parseInt(raw, 10);
-        const state = { ...initialState(newEpoch()), version: Number.isFinite(version) ? version : -1 };
+        const state = {
+          ...initialState(newEpoch()),
+          version: Number.isFinite(version) ? version : -1,
+        };
         return { id, lease, state, stateReset: true };
       }
     });
@@ -183,7 +191,9 @@ export class Store {
     return (await this.scripts.applyDecisions(...args)) as ApplyCode[];
   }
 
-  async release(items: ReadonlyArray<{ id: string; lease: number; dueAt: number }>): Promise<number> {
+  async release(
+    items: ReadonlyArray<{ id: string; lease: number; dueAt: number }>,
+  ): Promise<number> {
     if (items.length === 0) return 0;
     const args: Array<string | number> = [this.keys.schedule];
     for (const item of items) args.push(item.id, item.lease, Math.round(item.dueAt));

@@ -5,7 +5,12 @@ import { JOB_STATUSES } from "../../../src/api/schema.js";
 import type { AnyCloudEvent } from "../../../src/events/types.js";
 import { type DecideSettings, decide } from "../../../src/poller/decide.js";
 import { isFinal } from "../../../src/poller/rules.js";
-import { decodeState, encodeState, initialState, type JobState } from "../../../src/poller/state.js";
+import {
+  decodeState,
+  encodeState,
+  initialState,
+  type JobState,
+} from "../../../src/poller/state.js";
 import { jobBody } from "../../fixtures/job.js";
 
 const settings: DecideSettings = {
@@ -55,8 +60,22 @@ describe("decide", () => {
   });
 
   it("emits nothing for an unchanged poll and backs off", () => {
-    const first = decide({ jobId, state: initialState("e"), outcome: ok("running", T0), now: T0, random: 0, settings });
-    const second = decide({ jobId, state: first.state, outcome: ok("running", T0), now: T0 + 2000, random: 0, settings });
+    const first = decide({
+      jobId,
+      state: initialState("e"),
+      outcome: ok("running", T0),
+      now: T0,
+      random: 0,
+      settings,
+    });
+    const second = decide({
+      jobId,
+      state: first.state,
+      outcome: ok("running", T0),
+      now: T0 + 2000,
+      random: 0,
+      settings,
+    });
     expect(second.events).toEqual([]);
     expect(second.state.intervalMs).toBe(4000);
     expect(second.nextDueAt).toBe(T0 + 2000 + 4000);
@@ -65,7 +84,10 @@ describe("decide", () => {
   it("emits dead_lettered besides status_changed and removes the job", () => {
     const { events, removed } = run([
       { outcome: ok("running", T0), now: T0 },
-      { outcome: ok("dead_letter", T0 + 10, { attempts: 3, maxAttempts: 3, lastError: "boom" }), now: T0 + 10 },
+      {
+        outcome: ok("dead_letter", T0 + 10, { attempts: 3, maxAttempts: 3, lastError: "boom" }),
+        now: T0 + 10,
+      },
     ]);
     expect(events.map((e) => e.type)).toEqual([
       "idunox.job.status_changed",
@@ -95,16 +117,26 @@ describe("decide", () => {
 
   it("reports an SLA breach by deadline once, and by API flag", () => {
     const deadline = new Date(T0 + 1000).toISOString();
-    const first = decide({ jobId, state: initialState("e"), outcome: ok("running", T0, { slaDeadlineAt: deadline }), now: T0, random: 0, settings });
+    const first = decide({
+      jobId,
+      state: initialState("e"),
+      outcome: ok("running", T0, { slaDeadlineAt: deadline }),
+      now: T0,
+      random: 0,
+      settings,
+    });
     // Polled no later than the deadline.
     expect(first.nextDueAt).toBe(T0 + 1000);
     const { events } = run([
       { outcome: ok("running", T0, { slaDeadlineAt: deadline }), now: T0 + 1000 },
-      { outcome: ok("running", T0, { slaDeadlineAt: deadline, slaBreached: true }), now: T0 + 3000 },
+      {
+        outcome: ok("running", T0, { slaDeadlineAt: deadline, slaBreached: true }),
+        now: T0 + 3000,
+      },
     ]);
     const sla = events.filter((e) => e.type === "idunox.job.sla_breached");
     expect(sla).toHaveLength(1);
-    expect((sla[0]?.data as { detectedBy: string }).detectedBy).toBe("deadline");
+    expect((sla[0]?.data as { detectedBy: string } | undefined)?.detectedBy).toBe("deadline");
     const byApi = run([{ outcome: ok("running", T0, { slaBreached: true }), now: T0 }]).events;
     expect(byApi.map((e) => e.type)).toContain("idunox.job.sla_breached");
   });
@@ -121,7 +153,9 @@ describe("decide", () => {
       { outcome: { kind: "not_found" }, now: T0 + 60_000 },
     ]);
     expect(past.events.map((e) => e.type)).toEqual(["idunox.job.not_found"]);
-    expect((past.events[0]?.data as { firstNotFoundAt: string }).firstNotFoundAt).toBe(new Date(T0).toISOString());
+    expect((past.events[0]?.data as { firstNotFoundAt: string } | undefined)?.firstNotFoundAt).toBe(
+      new Date(T0).toISOString(),
+    );
     expect(past.removed).toBe(true);
   });
 
@@ -148,11 +182,22 @@ describe("decide", () => {
     ]);
     const failed = events.filter((e) => e.type === "idunox.job.poll_failed");
     expect(failed).toHaveLength(2);
-    expect(failed[0]?.data).toEqual({ jobId, consecutiveFailures: 3, reason: "schema: status: invalid_value" });
+    expect(failed[0]?.data).toEqual({
+      jobId,
+      consecutiveFailures: 3,
+      reason: "schema: status: invalid_value",
+    });
   });
 
   it("obeys Retry-After when rescheduling", () => {
-    const d = decide({ jobId, state: initialState("e"), outcome: { kind: "transient", reason: "429", retryAfterMs: 120_000 }, now: T0, random: 0, settings });
+    const d = decide({
+      jobId,
+      state: initialState("e"),
+      outcome: { kind: "transient", reason: "429", retryAfterMs: 120_000 },
+      now: T0,
+      random: 0,
+      settings,
+    });
     expect(d.nextDueAt).toBe(T0 + 120_000);
   });
 
@@ -169,13 +214,17 @@ describe("decide", () => {
     const outcomeArb: fc.Arbitrary<{ outcome: Outcome; dt: number }> = fc.record({
       dt: fc.integer({ min: 0, max: 120_000 }),
       outcome: fc.oneof(
-        fc.record({
-          kind: fc.constant("ok" as const),
-          status: statusArb,
-          age: fc.integer({ min: -5000, max: 5000 }),
-          attempts: fc.integer({ min: 0, max: 4 }),
-          slaBreached: fc.boolean(),
-        }).map(({ status, age, attempts, slaBreached }) => ok(status, T0 + age, { attempts, maxAttempts: 3, slaBreached })),
+        fc
+          .record({
+            kind: fc.constant("ok" as const),
+            status: statusArb,
+            age: fc.integer({ min: -5000, max: 5000 }),
+            attempts: fc.integer({ min: 0, max: 4 }),
+            slaBreached: fc.boolean(),
+          })
+          .map(({ status, age, attempts, slaBreached }) =>
+            ok(status, T0 + age, { attempts, maxAttempts: 3, slaBreached }),
+          ),
         fc.constant({ kind: "not_found" as const }),
         fc.constant({ kind: "invalid" as const, reason: "bad" }),
         fc.constant({ kind: "transient" as const, reason: "503" }),
@@ -206,7 +255,8 @@ describe("decide", () => {
           state = d.state;
         }
         // Sequence has no gaps; ids are unique.
-        events.forEach((e, i) => expect(e.sequence).toBe(String(i + 1).padStart(10, "0")));
+        for (const [i, e] of events.entries())
+          expect(e.sequence).toBe(String(i + 1).padStart(10, "0"));
         expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
         // Each status_changed really changes the status, chaining previous -> status.
         let prev: string | null = null;
@@ -218,7 +268,9 @@ describe("decide", () => {
           }
           if (e.type === "idunox.job.dead_lettered") expect(prev).toBe("dead_letter");
         }
-        expect(events.filter((e) => e.type === "idunox.job.sla_breached").length).toBeLessThanOrEqual(1);
+        expect(
+          events.filter((e) => e.type === "idunox.job.sla_breached").length,
+        ).toBeLessThanOrEqual(1);
       }),
       { numRuns: 300 },
     );
@@ -227,7 +279,15 @@ describe("decide", () => {
 
 describe("state encoding", () => {
   it("round-trips and starts with the version", () => {
-    const s: JobState = { ...initialState("abc"), version: 7, status: "running", sequence: 4, updatedAtMs: T0, slaDeadlineMs: T0 + 1, slaReported: true };
+    const s: JobState = {
+      ...initialState("abc"),
+      version: 7,
+      status: "running",
+      sequence: 4,
+      updatedAtMs: T0,
+      slaDeadlineMs: T0 + 1,
+      slaReported: true,
+    };
     const raw = encodeState(s);
     expect(raw.startsWith("7|")).toBe(true);
     expect(decodeState(raw)).toEqual(s);

@@ -63,9 +63,15 @@ describe("backoff", () => {
 
 describe("next due time", () => {
   it("is clamped to a future SLA deadline not yet reported", () => {
-    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 3000, slaReported: false })).toBe(3000);
-    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 3000, slaReported: true })).toBe(6000);
-    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 500, slaReported: false })).toBe(6000);
+    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 3000, slaReported: false })).toBe(
+      3000,
+    );
+    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 3000, slaReported: true })).toBe(
+      6000,
+    );
+    expect(nextDueAt({ now: 1000, delayMs: 5000, slaDeadlineMs: 500, slaReported: false })).toBe(
+      6000,
+    );
   });
 
   it("obeys Retry-After even past the deadline", () => {
@@ -118,7 +124,9 @@ describe("final states", () => {
   });
 
   it("covers every documented status", () => {
-    const finals = JOB_STATUSES.filter((status) => isFinal({ status, attempts: 9, maxAttempts: 1 }));
+    const finals = JOB_STATUSES.filter((status) =>
+      isFinal({ status, attempts: 9, maxAttempts: 1 }),
+    );
     expect(finals).toEqual(["succeeded", "failed", "cancelled", "dead_letter"]);
   });
 });
@@ -129,7 +137,9 @@ describe("SLA breach", () => {
   const t = Date.parse(deadline);
 
   it("is detected from the API flag", () => {
-    expect(slaBreachDetection({ ...base, slaBreached: true, slaDeadlineAt: null }, 0, false)).toBe("api");
+    expect(slaBreachDetection({ ...base, slaBreached: true, slaDeadlineAt: null }, 0, false)).toBe(
+      "api",
+    );
   });
 
   it("is detected from the deadline by the daemon's clock while not final", () => {
@@ -141,7 +151,9 @@ describe("SLA breach", () => {
   });
 
   it("is reported once", () => {
-    expect(slaBreachDetection({ ...base, slaBreached: true, slaDeadlineAt: deadline }, t, true)).toBeNull();
+    expect(
+      slaBreachDetection({ ...base, slaBreached: true, slaDeadlineAt: deadline }, t, true),
+    ).toBeNull();
   });
 });
 

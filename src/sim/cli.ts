@@ -1,0 +1,83 @@
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { randomSeed } from "./random.js";
+import { startSimulator } from "./simulator.js";
+
+const DEFAULT_PORT = 4010;
+const DEFAULT_API_KEY = "sim-key";
+
+function integer(name: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
+  return n;
+}
+
+/**
+ * Runs the simulator as a process until SIGTERM or SIGINT. `argv` holds the options only
+ * (e.g. `process.argv.slice(3)` after `simulate`). Job ids from `--jobs N` go to stdout, one
+ * per line, or as one JSON line `{"url", "jobIds"}` with `--json`; the log goes to stderr so
+ * that stdout stays machine-readable.
+ */
+export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      fast: { type: "boolean" },
+      "auto-create": { type: "boolean" },
+      seed: { type: "string" },
+      jobs: { type: "string" },
+      json: { type: "boolean" },
+      "api-key": { type: "string" },
+    },
+  });
+  const port = integer("port", values.port, DEFAULT_PORT, 0);
+  const seed = integer("seed", values.seed, randomSeed(), 0);
+  const jobs = integer("jobs", values.jobs, 0, 0);
+  const apiKey = values["api-key"] ?? env["IDUNOX_API_KEY"] ?? DEFAULT_API_KEY;
+  const logger = pino(
+    { name: "idunox-sim", level: env["LOG_LEVEL"] ?? "info" },
+    pino.destination(2),
+  );
+
+  const sim = await startSimulator({
+    apiKey,
+    port,
+    host: values.host ?? "127.0.0.1",
+    seed,
+    fast: values.fast === true,
+    autoCreate: values["auto-create"] === true,
+    logger,
+  });
+  const jobIds = sim.addRandomJobs(jobs);
+  if (values.json === true) process.stdout.write(`${JSON.stringify({ url: sim.url, jobIds })}\n`);
+  else if (jobIds.length > 0) process.stdout.write(`${jobIds.join("\n")}\n`);
+  logger.info(
+    {
+      url: sim.url,
+      seed,
+      fast: values.fast === true,
+      autoCreate: values["auto-create"] === true,
+      jobs,
+    },
+    `idunox simulator listening on ${sim.url}`,
+  );
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    // Removed again once one arrives, so that a second signal gets Node's default (exit).
+    const stop = (received: NodeJS.Signals) => {
+      process.off("SIGTERM", stop);
+      process.off("SIGINT", stop);
+      resolve(received);
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+  });
+  await sim.close();
+  logger.info({ signal }, "simulator stopped");
+  logger.flush();
+}
