@@ -144,7 +144,12 @@ export class Poller {
     // Whatever is still running is aborted and handed back by its worker.
     for (const controller of this.inFlight.values()) controller.abort();
     while (this.inFlight.size > 0) await this.idle.wait(50);
-    await Promise.allSettled(this.loops);
+    // A loop may be inside a Redis call or an API probe; it ends by itself, but shutdown does
+    // not wait past its budget for it (it holds no lease and writes nothing that matters).
+    await Promise.race([
+      Promise.allSettled(this.loops),
+      sleep(Math.max(0, deadline - this.clock()) + this.deps.settings.shutdownTimeoutMs * 0.1),
+    ]);
     while (this.applying || this.applyQueue.length > 0) await this.idle.wait(20);
   }
 
@@ -275,6 +280,8 @@ export class Poller {
           { reason: outcome.reason },
           "API failing for every job: circuit open, polling paused",
         );
+        // Claimed jobs waiting for a worker go back rather than sit on their leases.
+        void this.releaseQuietly(this.queue.splice(0));
       }
     } else {
       this.circuit.recordSuccess();

@@ -1,0 +1,30 @@
+import { type ParseArgsConfig, parseArgs } from "node:util";
+
+/** Exit codes of every command: documented in the README. */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  config: 78, // EX_CONFIG
+} as const;
+
+export class UsageError extends Error {
+  readonly code = "USAGE";
+}
+
+export function parseCommandArgs<T extends NonNullable<ParseArgsConfig["options"]>>(
+  argv: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({
+      args: argv,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals,
+      strict: true,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}

@@ -1,0 +1,296 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+
+/**
+ * The settings table: one row per environment variable, with what a valid value looks like and
+ * its default written as the env string. Defaults go through the same schema as real values,
+ * so a default can never be something the validator would refuse, and the example file can be
+ * checked against this table.
+ */
+export interface Setting<T> {
+  readonly env: string;
+  /** Completes "expected …" in a problem line. */
+  readonly expect: string;
+  readonly schema: z.ZodType<T, string>;
+  readonly fallback: string | (() => string);
+  /** How a bad value may be shown in a problem line; by default quoted and shortened. */
+  readonly show?: (raw: string) => string;
+}
+
+interface Rule<T> {
+  expect: string;
+  schema: z.ZodType<T, string>;
+  show?: (raw: string) => string;
+}
+
+function setting<T>(env: string, fallback: Setting<T>["fallback"], rule: Rule<T>): Setting<T> {
+  return { env, fallback, ...rule };
+}
+
+function integer(min: number, max: number): Rule<number> {
+  return {
+    expect: `an integer from ${min} to ${max}`,
+    // Digits only: Number() alone would take "", " ", "0x10" and "1e3" without complaint.
+    schema: z.string().regex(/^\d+$/).transform(Number).pipe(z.int().min(min).max(max)),
+  };
+}
+
+function decimal(min: number, max: number): Rule<number> {
+  return {
+    expect: `a number from ${min} to ${max}`,
+    schema: z
+      .string()
+      .regex(/^(\d+(\.\d*)?|\.\d+)$/)
+      .transform(Number)
+      .pipe(z.number().min(min).max(max)),
+  };
+}
+
+/** The refusal reason of a custom check; the problem line uses it instead of "expected …". */
+function refuse(ctx: z.RefinementCtx, message: string): never {
+  ctx.addIssue({ code: "custom", message });
+  return z.NEVER;
+}
+
+/**
+ * Replaces the password of `scheme://user:password@…` so a URL can be logged or echoed in a
+ * problem line. Everything up to the last `@` counts as user info: a password holding an
+ * unencoded `/` or `:` is then still hidden rather than half-shown.
+ */
+export function maskUrlPassword(raw: string): string {
+  const start = raw.indexOf("://");
+  const at = raw.lastIndexOf("@");
+  if (start < 0 || at < start) return raw;
+  const userinfo = raw.slice(start + 3, at);
+  const colon = userinfo.indexOf(":");
+  const masked = colon < 0 ? "[redacted]" : `${userinfo.slice(0, colon)}:[redacted]`;
+  return `${raw.slice(0, start + 3)}${masked}${raw.slice(at)}`;
+}
+
+const apiUrl: Rule<string> = {
+  expect: "an http(s) URL",
+  show: (raw) => JSON.stringify(maskUrlPassword(raw)),
+  schema: z.string().transform((raw, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      return refuse(ctx, "expected an http(s) URL");
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      return refuse(ctx, "expected an http:// or https:// URL");
+    }
+    if (url.username !== "" || url.password !== "") {
+      return refuse(ctx, "must not carry credentials (the key belongs in IDUNOX_API_KEY)");
+    }
+    // The client appends /v1/jobs/{jobId}; a query or fragment would end up in front of it.
+    if (/[?#]/.test(raw)) return refuse(ctx, "must not have a query or a fragment");
+    return url.href.replace(/\/+$/, "");
+  }),
+};
+
+export type RedisMode = "standalone" | "cluster" | "sentinel";
+
+/** REDIS_URL taken apart, ready to become ioredis options. */
+export interface RedisTarget {
+  mode: RedisMode;
+  tls: boolean;
+  /** One for standalone; the seed nodes for cluster; the sentinels for sentinel. */
+  hosts: Array<{ host: string; port: number }>;
+  username: string | null;
+  password: string | null;
+  /** Database number (standalone and sentinel); always 0 on a cluster. */
+  db: number;
+  /** Sentinel only: the name of the monitored master. */
+  masterName: string | null;
+}
+
+export class RedisUrlError extends Error {
+  readonly code = "REDIS_URL_INVALID";
+}
+
+const REDIS_URL = /^(rediss?)(?:\+(cluster|sentinel))?:\/\/(?:([^@/]*)@)?([^/?#]*)(?:\/([^?#]*))?$/;
+const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::(\d{1,5}))?$/;
+
+/**
+ * Parses `redis[s][+cluster|+sentinel]://[user[:password]@]host[:port][,host[:port]…][/path]`.
+ * The path is the database number for standalone, the master name for sentinel, and empty for
+ * a cluster. Error messages never contain the password.
+ */
+export function parseRedisUrl(raw: string): RedisTarget {
+  const m = REDIS_URL.exec(raw);
+  if (m === null) {
+    throw new RedisUrlError(
+      "expected redis://, rediss://, redis[s]+cluster:// or redis[s]+sentinel:// followed by host[:port] (no query string)",
+    );
+  }
+  const [, scheme, variant, userinfo, hostList = "", path = ""] = m;
+  const mode: RedisMode =
+    variant === "cluster" ? "cluster" : variant === "sentinel" ? "sentinel" : "standalone";
+  const defaultPort = mode === "sentinel" ? 26379 : 6379;
+
+  const hosts: RedisTarget["hosts"] = [];
+  for (const item of hostList.split(",")) {
+    const h = HOST_PORT.exec(item);
+    const port = h?.[3] === undefined ? defaultPort : Number(h[3]);
+    if (h === null || port < 1 || port > 65535) {
+      throw new RedisUrlError(`expected host[:port] entries, got "${item}" in the host list`);
+    }
+    hosts.push({ host: h[1] ?? h[2] ?? "", port });
+  }
+  if (mode === "standalone" && hosts.length > 1) {
+    throw new RedisUrlError("a list of hosts needs redis+cluster:// or redis+sentinel://");
+  }
+
+  let username: string | null = null;
+  let password: string | null = null;
+  if (userinfo !== undefined && userinfo !== "") {
+    const colon = userinfo.indexOf(":");
+    try {
+      username = decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon)) || null;
+      password = colon < 0 ? null : decodeURIComponent(userinfo.slice(colon + 1)) || null;
+    } catch {
+      throw new RedisUrlError("the user info is not valid percent-encoding");
+    }
+  }
+
+  let db = 0;
+  let masterName: string | null = null;
+  if (mode === "sentinel") {
+    if (!/^[A-Za-z0-9._-]+$/.test(path)) {
+      throw new RedisUrlError(
+        "redis+sentinel:// needs the master name as its path, e.g. redis+sentinel://s1:26379,s2:26379/mymaster",
+      );
+    }
+    masterName = path;
+  } else if (mode === "cluster") {
+    if (path !== "")
+      throw new RedisUrlError("a cluster URL takes no path (a cluster has db 0 only)");
+  } else if (path !== "") {
+    if (!/^\d{1,5}$/.test(path)) throw new RedisUrlError("the path must be a database number");
+    db = Number(path);
+  }
+
+  return { mode, tls: scheme === "rediss", hosts, username, password, db, masterName };
+}
+
+const redisUrl: Rule<string> = {
+  expect: "a Redis URL",
+  show: (raw) => JSON.stringify(maskUrlPassword(raw)),
+  schema: z.string().transform((raw, ctx) => {
+    try {
+      parseRedisUrl(raw);
+      return raw;
+    } catch (err) {
+      return refuse(ctx, (err as Error).message);
+    }
+  }),
+};
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const logLevel: Rule<LogLevel> = {
+  expect: `one of ${LOG_LEVELS.join(", ")}`,
+  schema: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(LOG_LEVELS)),
+};
+
+const keyPrefix: Rule<string> = {
+  expect: "a key prefix without spaces, at most 200 characters",
+  schema: z
+    .string()
+    .max(200)
+    .regex(/^[\x21-\x7e]+$/)
+    .superRefine((prefix, ctx) => {
+      // Redis Cluster hashes only the text between the first "{" and the next "}". Every key of
+      // the daemon must land in one slot for its scripts to run, so a brace in the prefix has to
+      // form exactly one non-empty tag; anything else would split the keys across slots.
+      if (/[{}]/.test(prefix) && !/^[^{}]*\{[^{}]+\}[^{}]*$/.test(prefix)) {
+        ctx.addIssue({
+          code: "custom",
+          message: "a brace must form one non-empty hash tag, e.g. {idunox}:jobs:",
+        });
+      }
+    }),
+};
+
+const eventSource: Rule<string> = {
+  expect: "a URI reference, e.g. urn:idunox:job-poller",
+  // The characters RFC 3986 allows in a URI reference, with % only as part of an escape.
+  schema: z.string().regex(/^(?:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$/),
+};
+
+const hostName: Rule<string> = {
+  expect: "a host name or IP address",
+  schema: z.string().regex(/^[A-Za-z0-9._:[\]-]{1,253}$/),
+};
+
+const replicaId: Rule<string> = {
+  expect: "1 to 200 printable characters without spaces",
+  schema: z.string().regex(/^[\x21-\x7e]{1,200}$/),
+};
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Every setting except the API key, which is read from one of two variables and never shown.
+ * The property names are those of `Config`.
+ */
+export const SETTINGS = {
+  apiUrl: setting("IDUNOX_API_URL", "https://api-test.idunox.com", apiUrl),
+  redisUrl: setting("REDIS_URL", "redis://127.0.0.1:6379", redisUrl),
+  logLevel: setting("LOG_LEVEL", "info", logLevel),
+  keyPrefix: setting("POLLER_KEY_PREFIX", "idunox:jobs:", keyPrefix),
+  minIntervalMs: setting("POLLER_MIN_INTERVAL_MS", "2000", integer(10, DAY_MS)),
+  maxIntervalMs: setting("POLLER_MAX_INTERVAL_MS", "60000", integer(10, DAY_MS)),
+  backoffFactor: setting("POLLER_BACKOFF_FACTOR", "2", decimal(1, 10)),
+  jitter: setting("POLLER_JITTER", "0.2", decimal(0, 1)),
+  concurrency: setting("POLLER_CONCURRENCY", "32", integer(1, 1024)),
+  requestTimeoutMs: setting("POLLER_REQUEST_TIMEOUT_MS", "10000", integer(100, 120_000)),
+  retries: setting("POLLER_RETRIES", "3", integer(0, 10)),
+  maxBodyBytes: setting("POLLER_MAX_BODY_BYTES", "1048576", integer(1024, 64 * 1024 * 1024)),
+  authRetryMs: setting("POLLER_AUTH_RETRY_MS", "30000", integer(100, DAY_MS)),
+  notFoundGraceMs: setting("POLLER_NOT_FOUND_GRACE_MS", "60000", integer(0, 30 * DAY_MS)),
+  failureAlertAfter: setting("POLLER_FAILURE_ALERT_AFTER", "10", integer(1, 1_000_000)),
+  stateTtlMs: setting("POLLER_STATE_TTL_MS", "604800000", integer(60_000, 3650 * DAY_MS)),
+  streamMaxLen: setting("POLLER_STREAM_MAXLEN", "1000000", integer(1000, 1_000_000_000)),
+  eventSource: setting("POLLER_EVENT_SOURCE", "urn:idunox:job-poller", eventSource),
+  httpPort: setting("POLLER_HTTP_PORT", "9464", integer(0, 65535)),
+  httpHost: setting("POLLER_HTTP_HOST", "0.0.0.0", hostName),
+  shutdownTimeoutMs: setting("POLLER_SHUTDOWN_TIMEOUT_MS", "10000", integer(100, 600_000)),
+  leaseMs: setting("POLLER_LEASE_MS", "30000", integer(1000, DAY_MS)),
+  intakeIntervalMs: setting("POLLER_INTAKE_INTERVAL_MS", "250", integer(10, 60_000)),
+  // At most 1000: the claim script unpacks the batch into one Redis call.
+  claimBatch: setting("POLLER_CLAIM_BATCH", "256", integer(1, 1000)),
+  idleWakeMs: setting("POLLER_IDLE_WAKE_MS", "500", integer(10, 60_000)),
+  replicaId: setting("POLLER_REPLICA_ID", () => `${hostname()}-${process.pid}`, replicaId),
+} as const;
+
+export type SettingKey = keyof typeof SETTINGS;
+export type ParsedSettings = {
+  -readonly [K in SettingKey]: z.output<(typeof SETTINGS)[K]["schema"]>;
+};
+
+export const API_KEY_ENV = "IDUNOX_API_KEY";
+export const API_KEY_FILE_ENV = "IDUNOX_API_KEY_FILE";
+export const CONFIG_FILE_ENV = "POLLER_CONFIG_FILE";
+
+/** Every variable the daemon reads, in the order of the table. */
+export const KNOWN_ENV_NAMES: readonly string[] = [
+  ...Object.values(SETTINGS).map((s) => s.env),
+  API_KEY_ENV,
+  API_KEY_FILE_ENV,
+  CONFIG_FILE_ENV,
+];
+
+/** The default of every table setting as its env string (dynamic defaults are computed now). */
+export function defaultsAsEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of Object.values(SETTINGS)) {
+    out[s.env] = typeof s.fallback === "function" ? s.fallback() : s.fallback;
+  }
+  return out;
+}

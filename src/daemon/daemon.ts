@@ -1,0 +1,200 @@
+import type { DestinationStream, Logger } from "pino";
+import { JobsClient } from "../api/client.js";
+import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
+import { coerceError } from "../lib/errors.js";
+import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
+import { Poller, type PollerSettings } from "../poller/loop.js";
+import { type Readiness, startHttpServer } from "../server/http.js";
+import { Metrics } from "../server/metrics.js";
+import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
+import { Store } from "../store/store.js";
+
+export interface Daemon {
+  readonly store: Store;
+  readonly poller: Poller;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** The bound port of the HTTP server, or null when it is off. */
+  readonly httpPort: number | null;
+  readiness(): Readiness;
+  /** Graceful stop; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export interface DaemonOptions {
+  logDestination?: DestinationStream;
+  logger?: Logger;
+}
+
+export function pollerSettings(config: Config): PollerSettings {
+  return {
+    minIntervalMs: config.minIntervalMs,
+    maxIntervalMs: config.maxIntervalMs,
+    backoffFactor: config.backoffFactor,
+    jitter: config.jitter,
+    notFoundGraceMs: config.notFoundGraceMs,
+    failureAlertAfter: config.failureAlertAfter,
+    eventSource: config.eventSource,
+    concurrency: config.concurrency,
+    leaseMs: config.leaseMs,
+    claimBatch: config.claimBatch,
+    intakeIntervalMs: config.intakeIntervalMs,
+    idleWakeMs: config.idleWakeMs,
+    authRetryMs: config.authRetryMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    reconcileIntervalMs: 60_000,
+    circuitThreshold: Math.max(20, config.concurrency * 2),
+    circuitMaxCooldownMs: 30_000,
+  };
+}
+
+/**
+ * Wires the daemon: Redis, the API client, the poll loop and the HTTP server. Everything it
+ * opens, `stop()` closes, in the order that loses nothing: stop claiming, drain polls, write
+ * decisions, close the API pool and the HTTP server, then Redis.
+ */
+export async function startDaemon(config: Config, options: DaemonOptions = {}): Promise<Daemon> {
+  let apiKey = config.apiKey;
+  setSecretsForScrubbing([apiKey]);
+  const logger =
+    options.logger ??
+    createLogger({
+      level: config.logLevel,
+      ...(options.logDestination ? { destination: options.logDestination } : {}),
+      base: { replica: config.replicaId },
+    });
+  logger.info({ config: redactedConfig(config) }, "starting idunox-job-poller");
+
+  const redis: RedisClient = connectRedis(config.redisUrl);
+  redis.on("error", (err: unknown) => {
+    // ioredis reconnects by itself; log at debug to avoid one line per retry.
+    logger.debug({ err: coerceError(err) }, "redis connection error");
+  });
+
+  const store = new Store(redis, {
+    prefix: config.keyPrefix,
+    streamMaxLen: config.streamMaxLen,
+    stateTtlMs: config.stateTtlMs,
+  });
+  const metrics = new Metrics({ collectStoreStats: () => store.stats(Date.now()) });
+  metrics.authOk.set(1);
+
+  const client = new JobsClient({
+    baseUrl: config.apiUrl,
+    apiKey: () => apiKey,
+    concurrency: config.concurrency,
+    requestTimeoutMs: config.requestTimeoutMs,
+    retries: config.retries,
+    maxBodyBytes: config.maxBodyBytes,
+    // A poll and its retries end well inside the lease (config enforces timeout * 2 < lease).
+    retryBudgetMs: Math.max(
+      config.requestTimeoutMs,
+      Math.floor(config.leaseMs / 2) - config.requestTimeoutMs,
+    ),
+    logger,
+    onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
+  });
+
+  const poller = new Poller({
+    store,
+    api: client,
+    settings: pollerSettings(config),
+    logger,
+    metrics,
+    onAuthRetry: () => {
+      if (config.apiKeyFile === null) return;
+      const read = readApiKeyFile(config.apiKeyFile);
+      if (read.ok && read.key !== apiKey) {
+        apiKey = read.key;
+        setSecretsForScrubbing([apiKey]);
+        logger.info("API key file changed: using the new key");
+      } else if (!read.ok) {
+        logger.error({ problem: read.problem }, "cannot re-read IDUNOX_API_KEY_FILE");
+      }
+    },
+  });
+
+  const readiness = (): Readiness => {
+    const redisOk = redisReady(redis) && poller.redisHealthy.ok;
+    const checks: Readiness["checks"] = {
+      redis: redisOk
+        ? { ok: true }
+        : {
+            ok: false,
+            reason: redisReady(redis) ? "redis commands failing" : `redis ${redis.status}`,
+          },
+      apiKey: poller.apiKeyAccepted
+        ? { ok: true }
+        : { ok: false, reason: "API key rejected (401/403)" },
+      api: poller.circuitOpen ? { ok: false, reason: "API failing: circuit open" } : { ok: true },
+    };
+    // An open circuit is reported but does not take the replica out: it recovers by itself and
+    // no other replica would do better against the same API.
+    const ready = checks["redis"]?.ok === true && checks["apiKey"]?.ok === true;
+    metrics.ready.set(ready ? 1 : 0);
+    metrics.redisUp.set(redisOk ? 1 : 0);
+    return { ready, checks };
+  };
+
+  const server =
+    config.httpPort === 0
+      ? null
+      : await startHttpServer({
+          port: config.httpPort,
+          host: config.httpHost,
+          metrics,
+          readiness,
+          logger,
+        });
+
+  poller.start();
+  logger.info({ httpPort: server?.port ?? null }, "poller started");
+
+  // A heartbeat per replica, for `status` and for operators looking at Redis directly.
+  const beat = async () => {
+    const now = Date.now();
+    await redis.hset(
+      store.keys.replicas,
+      config.replicaId,
+      JSON.stringify({
+        at: now,
+        pid: process.pid,
+        apiKeyAccepted: poller.apiKeyAccepted,
+        circuitOpen: poller.circuitOpen,
+        leases: poller.leases,
+      }),
+    );
+  };
+  const heartbeat = setInterval(() => {
+    beat().catch(() => {});
+  }, 5000);
+  heartbeat.unref();
+  beat().catch(() => {});
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info("stopping: no new claims, draining in-flight polls");
+      clearInterval(heartbeat);
+      await poller.stop();
+      await redis.hdel(store.keys.replicas, config.replicaId).catch(() => {});
+      await client.close().catch(() => {});
+      await server?.close().catch(() => {});
+      if (redisReady(redis)) await redis.quit().catch(() => redis.disconnect());
+      else redis.disconnect();
+      logger.info("stopped");
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    })();
+    return stopping;
+  };
+
+  return {
+    store,
+    poller,
+    metrics,
+    logger,
+    httpPort: server?.port ?? null,
+    readiness,
+    stop,
+  };
+}
