@@ -6,7 +6,11 @@ import { Redis } from "ioredis";
  */
 export default async function setup(): Promise<void> {
   const url = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   try {
     await redis.connect();
     await redis.ping();

@@ -40,13 +40,25 @@ export async function readUntil(
             .join(", ")}`,
         );
       }
-      const reply = await reader.xread("COUNT", 1000, "BLOCK", Math.min(left, 500), "STREAMS", stream, last);
+      const reply = await reader.xread(
+        "COUNT",
+        1000,
+        "BLOCK",
+        Math.min(left, 500),
+        "STREAMS",
+        stream,
+        last,
+      );
       if (!reply) continue;
       for (const [, entries] of reply) {
         for (const [streamId, flat] of entries) {
           last = streamId;
           const fields = entryFields(flat);
-          events.push({ streamId, fields, event: JSON.parse(fields["data"] ?? "null") as AnyCloudEvent });
+          events.push({
+            streamId,
+            fields,
+            event: JSON.parse(fields["data"] ?? "null") as AnyCloudEvent,
+          });
         }
       }
     }

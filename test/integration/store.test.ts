@@ -117,7 +117,12 @@ describe("store", () => {
     const [again] = (await store.claim(6000, 10, 30_000)).jobs;
     const [other] = (await store.claim(40_000, 10, 30_000)).jobs;
     expect(other?.id).toBe(a);
-    const late = { ...write, lease: again?.lease ?? 0, expectedVersion: 1, state: { ...write.state, version: 2 } };
+    const late = {
+      ...write,
+      lease: again?.lease ?? 0,
+      expectedVersion: 1,
+      state: { ...write.state, version: 2 },
+    };
     expect(await store.apply([late], 41_000)).toEqual([ApplyCode.LeaseLost]);
   });
 
@@ -129,7 +134,16 @@ describe("store", () => {
     const [job] = (await store.claim(1000, 10, 30_000)).jobs;
     if (!job) throw new Error("no job claimed");
     const codes = await store.apply(
-      [{ id, lease: job.lease, expectedVersion: 0, state: { ...initialState("e"), version: 1, final: true }, nextDueAt: null, events: [statusEvent(id, 1)] }],
+      [
+        {
+          id,
+          lease: job.lease,
+          expectedVersion: 0,
+          state: { ...initialState("e"), version: 1, final: true },
+          nextDueAt: null,
+          events: [statusEvent(id, 1)],
+        },
+      ],
       1000,
     );
     expect(codes).toEqual([ApplyCode.Written]);
