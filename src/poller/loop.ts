@@ -146,10 +146,17 @@ export class Poller {
     while (this.inFlight.size > 0) await this.idle.wait(50);
     // A loop may be inside a Redis call or an API probe; it ends by itself, but shutdown does
     // not wait past its budget for it (it holds no lease and writes nothing that matters).
+    // The grace timer is cancelled once the loops end: left running, it would keep the process
+    // alive for the rest of the budget after everything else has closed.
+    const grace = new AbortController();
     await Promise.race([
       Promise.allSettled(this.loops),
-      sleep(Math.max(0, deadline - this.clock()) + this.deps.settings.shutdownTimeoutMs * 0.1),
+      sleep(
+        Math.max(0, deadline - this.clock()) + this.deps.settings.shutdownTimeoutMs * 0.1,
+        grace.signal,
+      ),
     ]);
+    grace.abort();
     while (this.applying || this.applyQueue.length > 0) await this.idle.wait(20);
   }
 
