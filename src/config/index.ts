@@ -148,6 +148,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
 
+  // The scripts touch several keys at once; on a Cluster they must all hash to one slot, which
+  // only a `{tag}` in the prefix guarantees. Without it every script fails with CROSSSLOT.
+  if (s.redisUrl !== undefined && s.keyPrefix !== undefined) {
+    if (/^rediss?\+cluster:/.test(s.redisUrl) && !/\{[^{}]+\}/.test(s.keyPrefix)) {
+      problems.push(
+        `POLLER_KEY_PREFIX: a Redis Cluster needs a hash tag in the prefix, e.g. {idunox}:jobs:, got ${quote(s.keyPrefix)}`,
+      );
+    }
+  }
+
   const key = readApiKey(lookup(API_KEY_ENV), lookup(API_KEY_FILE_ENV), problems);
   problems.push(...unknownNames(envValues, file));
 

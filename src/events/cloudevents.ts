@@ -29,13 +29,22 @@ export function padSequence(sequence: number): string {
 
 /**
  * The id of a logical event: a name-based (version 5 layout) UUID of the source, the subject,
- * the subject's history epoch and the sequence number. The same logical event therefore always
- * has the same id, whoever writes it; a job whose state expired and is tracked again starts a
- * new epoch, so its new events never reuse an old id.
+ * the subject's history epoch, the sequence number and what the event says (its kind, and for
+ * a status change the transition). The same logical event therefore always has the same id,
+ * whoever writes it. A job whose state expired and is tracked again starts a new epoch, so its
+ * new events never reuse an old id; and if a Redis failover lost a write and the job moved on
+ * before the next poll, the event written at that sequence says something else and gets
+ * another id, so consumers that deduplicate by id never drop a real step.
  */
-export function eventId(source: string, subject: string, epoch: string, sequence: number): string {
+export function eventId(
+  source: string,
+  subject: string,
+  epoch: string,
+  sequence: number,
+  what: string,
+): string {
   const hex = createHash("sha1")
-    .update(`${source}\n${subject}\n${epoch}\n${sequence}`)
+    .update(`${source}\n${subject}\n${epoch}\n${sequence}\n${what}`)
     .digest("hex");
   const variant = ((Number.parseInt(hex.slice(16, 18), 16) & 0x3f) | 0x80).toString(16);
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-5${hex.slice(13, 16)}-${variant}${hex.slice(18, 20)}-${hex.slice(20, 32)}`;
@@ -51,10 +60,25 @@ export interface EventInput<K extends EventKind> {
   data: EventDataByKind[K];
 }
 
+/** What an event says, for its id: the kind, and for a status change the transition. */
+function identity(kind: EventKind, data: EventDataByKind[EventKind]): string {
+  if (kind === "status_changed") {
+    const d = data as EventDataByKind["status_changed"];
+    return `${kind}:${d.previousStatus ?? "null"}>${d.status}`;
+  }
+  return kind;
+}
+
 export function buildEvent<K extends EventKind>(input: EventInput<K>): CloudEvent<K> {
   return {
     specversion: "1.0",
-    id: eventId(input.source, input.subject, input.epoch, input.sequence),
+    id: eventId(
+      input.source,
+      input.subject,
+      input.epoch,
+      input.sequence,
+      identity(input.kind, input.data),
+    ),
     source: input.source,
     type: eventType(input.kind),
     subject: input.subject,

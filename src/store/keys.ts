@@ -20,7 +20,7 @@ export interface Keys {
   state: string;
   /** Job id -> when the state of a finished job may be dropped. */
   expiry: string;
-  /** Job id -> pending member as written, when it was not lowercase. */
+  /** Job id -> the pending members that spell it in another case, comma-separated. */
   aliases: string;
   /** New members found by the last reconciliation, handed out in batches. */
   intake: string;

@@ -9,7 +9,7 @@
   reorder events. Events are appended in the same script as the version bump, so after a crash
   at any instant either both exist or neither does.
 
-  KEYS[1] schedule  zset      KEYS[5] aliases  hash
+  KEYS[1] schedule  zset      KEYS[5] aliases  hash, job id -> other spellings
   KEYS[2] state     hash      KEYS[6] expiry   zset, job id -> when its state may be dropped
   KEYS[3] pending   set       KEYS[7] events   stream
   KEYS[4] tracked   set       KEYS[8] alerts   stream
@@ -61,12 +61,14 @@ for d = 1, n do
       if nextDue == "" then
         -- Done with: the final event (if any) was written above, so removal loses nothing.
         rcall("ZREM", schedule, id)
-        local alias = rcall("HGET", aliases, id)
         rcall("SREM", pending, id)
         rcall("SREM", tracked, id)
-        if alias then
-          rcall("SREM", pending, alias)
-          rcall("SREM", tracked, alias)
+        local spellings = rcall("HGET", aliases, id)
+        if spellings then
+          for spelling in string.gmatch(spellings, "[^,]+") do
+            rcall("SREM", pending, spelling)
+            rcall("SREM", tracked, spelling)
+          end
           rcall("HDEL", aliases, id)
         end
         rcall("ZADD", expiry, expireAt, id)

@@ -12,7 +12,7 @@
   KEYS[1] pending    set, written by producers
   KEYS[2] tracked    set, the pending members already scheduled (as written)
   KEYS[3] schedule   zset, job id (lowercase) -> due time in ms; 0 = never polled
-  KEYS[4] aliases    hash, job id -> member as written, when it is not lowercase
+  KEYS[4] aliases    hash, job id -> the spellings of it that are not lowercase, comma-separated
   KEYS[5] scratch    set, new members waiting to be handed out
   KEYS[6] rejectSeq  hash, rejected member -> last event sequence
 
@@ -40,9 +40,22 @@ if rcall("SCARD", scratch) == 0 then
     for _, m in ipairs(gone) do
       rcall("SREM", tracked, m)
       local id = string.lower(m)
-      if m == id or rcall("SISMEMBER", tracked, id) == 0 then
-        rcall("ZREM", schedule, id)
+      -- The job stays scheduled while any other spelling of it is still tracked.
+      local still = rcall("SISMEMBER", tracked, id) == 1
+      local kept = {}
+      for spelling in string.gmatch(rcall("HGET", aliases, id) or "", "[^,]+") do
+        if spelling ~= m and rcall("SISMEMBER", tracked, spelling) == 1 then
+          kept[#kept + 1] = spelling
+          still = true
+        end
+      end
+      if #kept > 0 then
+        rcall("HSET", aliases, id, table.concat(kept, ","))
+      else
         rcall("HDEL", aliases, id)
+      end
+      if not still then
+        rcall("ZREM", schedule, id)
       end
       untracked = untracked + 1
     end
@@ -63,7 +76,13 @@ for _, m in ipairs(batch) do
       local id = string.lower(m)
       rcall("SADD", tracked, m)
       if m ~= id then
-        rcall("HSET", aliases, id, m)
+        -- Every spelling is kept (a UUID has no comma), so all of them leave pending at the end.
+        local known = rcall("HGET", aliases, id)
+        if not known then
+          rcall("HSET", aliases, id, m)
+        elseif not string.find("," .. known .. ",", "," .. m .. ",", 1, true) then
+          rcall("HSET", aliases, id, known .. "," .. m)
+        end
       end
       added = added + rcall("ZADD", schedule, "NX", 0, id)
     else

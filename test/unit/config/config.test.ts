@@ -318,7 +318,15 @@ describe("URLs and names", () => {
     "redis+sentinel://s1:26379,s2:26379/mymaster",
     "rediss+sentinel://:pw@s1/mymaster",
   ])("accepts REDIS_URL=%s", (url) => {
-    expect(loadConfig({ ...base, REDIS_URL: url }).redisUrl).toBe(url);
+    // A cluster needs a hash-tagged prefix (checked below); give every URL one.
+    expect(
+      loadConfig({ ...base, REDIS_URL: url, POLLER_KEY_PREFIX: "{idunox}:jobs:" }).redisUrl,
+    ).toBe(url);
+  });
+
+  it("refuses a Cluster URL with a prefix that has no hash tag", () => {
+    const problems = problemsOf({ ...base, REDIS_URL: "redis+cluster://n1:7000" });
+    expect(problems.join("\n")).toMatch(/POLLER_KEY_PREFIX: a Redis Cluster needs a hash tag/);
   });
 
   it.each([
