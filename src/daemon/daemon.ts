@@ -78,6 +78,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   });
   const metrics = new Metrics({ collectStoreStats: () => store.stats(Date.now()) });
   metrics.authOk.set(1);
+  metrics.streamMaxLen.set(config.streamMaxLen);
 
   const client = new JobsClient({
     baseUrl: config.apiUrl,
@@ -165,8 +166,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       }),
     );
   };
+  // The readiness gauges are refreshed here too, not only when something asks /readyz.
   const heartbeat = setInterval(() => {
-    beat().catch(() => {});
+    readiness();
+    redis.on("ready", () => readiness());
+    redis.on("close", () => readiness());
+    beat().then(
+      () => readiness(),
+      () => readiness(),
+    );
   }, 5000);
   heartbeat.unref();
   beat().catch(() => {});

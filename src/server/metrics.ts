@@ -27,6 +27,9 @@ export const POLL_OUTCOMES = [
   "auth",
   "stale",
   "lease_lost",
+  "conflict",
+  "handed_back",
+  "not_written",
 ] as const;
 export type PollMetricOutcome = (typeof POLL_OUTCOMES)[number];
 
@@ -48,6 +51,7 @@ export class Metrics {
   readonly leasesHeld: Gauge;
   readonly inFlight: Gauge;
   readonly circuitOpen: Gauge;
+  readonly streamMaxLen: Gauge;
   readonly storeStatsErrors: Counter;
 
   private readonly collectStoreStats: (() => Promise<StoreStats>) | undefined;
@@ -122,6 +126,10 @@ export class Metrics {
     this.leasesHeld = gauge("leases_held", "Job leases this replica holds.");
     this.inFlight = gauge("requests_in_flight", "API requests in flight.");
     this.circuitOpen = gauge("api_circuit_open", "1 while API polling is paused.");
+    this.streamMaxLen = gauge(
+      "stream_maxlen",
+      "POLLER_STREAM_MAXLEN: the approximate cap of the streams, for consumer-lag alerts.",
+    );
 
     // Zero series for every known label value, so rate() and absent() work before the first hit.
     for (const outcome of POLL_OUTCOMES) {
