@@ -26,6 +26,8 @@ export interface PollerSettings extends DecideSettings {
 export interface JobsApi {
   poll(jobId: string, opts?: { signal?: AbortSignal }): Promise<PollOutcome>;
   probeAuth(): Promise<"ok" | "auth" | "down">;
+  /** Aborts the requests in flight (shutdown deadline); they end as transient "aborted". */
+  abortInFlight?(): void;
 }
 
 /** The subset of `Metrics` the loop reports to; every field optional so tests can omit it. */
@@ -52,6 +54,11 @@ export interface PollerDeps {
   onAuthRetry?: () => void;
 }
 
+const MAX_APPLY_CALLS = 2;
+/** An intake diff may take at most 1/DIFF_SHARE of wall time (see intakeLoop). */
+const DIFF_SHARE = 20;
+const MAX_APPLY_BATCH = 256;
+
 interface Pending {
   write: DecisionWrite;
   resolve: (code: ApplyCode | null) => void;
@@ -67,14 +74,20 @@ export class Poller {
   private readonly random: () => number;
   private readonly log: Logger;
   private readonly queue: ClaimedJob[] = [];
-  private readonly inFlight = new Map<ClaimedJob, AbortController>();
+  /** Jobs whose request is out. */
+  private readonly inFlight = new Set<ClaimedJob>();
+  /** Set when the shutdown budget ran out and the requests still out were aborted. */
+  private requestsAborted = false;
+  /** Decisions made but not yet written: their HTTP slot is already free for the next job. */
+  private writesPending = 0;
   private readonly claimWake = new Wakeup();
   private readonly intakeWake = new Wakeup();
   private readonly idle = new Wakeup();
   private readonly stopController = new AbortController();
   private readonly circuit: Circuit;
   private applyQueue: Pending[] = [];
-  private applying = false;
+  /** applyDecisions calls in flight (at most MAX_APPLY_CALLS). */
+  private applying = 0;
   private loops: Promise<void>[] = [];
   private stopPromise: Promise<void> | null = null;
   private lastReconcile = 0;
@@ -117,7 +130,7 @@ export class Poller {
   }
 
   get leases(): number {
-    return this.queue.length + this.inFlight.size;
+    return this.queue.length + this.inFlight.size + this.writesPending;
   }
 
   /**
@@ -142,7 +155,10 @@ export class Poller {
       await this.idle.wait(Math.max(1, deadline - this.clock()));
     }
     // Whatever is still running is aborted and handed back by its worker.
-    for (const controller of this.inFlight.values()) controller.abort();
+    if (this.inFlight.size > 0) {
+      this.requestsAborted = true;
+      this.deps.api.abortInFlight?.();
+    }
     while (this.inFlight.size > 0) await this.idle.wait(50);
     // A loop may be inside a Redis call or an API probe; it ends by itself, but shutdown does
     // not wait past its budget for it (it holds no lease and writes nothing that matters).
@@ -157,7 +173,7 @@ export class Poller {
       ),
     ]);
     grace.abort();
-    while (this.applying || this.applyQueue.length > 0) await this.idle.wait(20);
+    while (this.writesPending > 0) await this.idle.wait(20);
   }
 
   private async guard(name: string, loop: () => Promise<void>): Promise<void> {
@@ -196,8 +212,9 @@ export class Poller {
         continue;
       }
       // Keep up to one batch beyond the concurrency claimed, so workers never wait on Redis.
+      // Claim before the queue runs dry, in batches big enough to be worth a round trip.
       const room = s.concurrency * 2 - this.queue.length - this.inFlight.size;
-      if (room < Math.max(1, s.concurrency / 4)) {
+      if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 8)) {
         await this.claimWake.wait(s.idleWakeMs);
         continue;
       }
@@ -228,15 +245,21 @@ export class Poller {
 
   private dispatch(): void {
     const s = this.deps.settings;
-    while (this.inFlight.size < s.concurrency && this.queue.length > 0 && !this.stopping) {
+    // Backpressure: while Redis is slow or down, decisions pile up unwritten; stop polling
+    // rather than hold an unbounded number of them.
+    while (
+      this.inFlight.size < s.concurrency &&
+      this.queue.length > 0 &&
+      this.writesPending < s.concurrency * 2 &&
+      !this.stopping
+    ) {
       const job = this.queue.shift() as ClaimedJob;
       if (!this.authOk || this.circuit.state === "open") {
         this.queue.unshift(job);
         break;
       }
-      const controller = new AbortController();
-      this.inFlight.set(job, controller);
-      void this.work(job, controller).finally(() => {
+      this.inFlight.add(job);
+      void this.work(job).finally(() => {
         this.inFlight.delete(job);
         this.updateGauges();
         this.idle.fire();
@@ -254,11 +277,16 @@ export class Poller {
 
   // ---- one poll --------------------------------------------------------------------------
 
-  private async work(job: ClaimedJob, controller: AbortController): Promise<void> {
+  /**
+   * Polls one job and decides. The HTTP slot is released as soon as the decision is made; the
+   * write goes on in the background (batched with others) and the job's lease stays held
+   * until it lands, so nobody else can poll the job meanwhile.
+   */
+  private async work(job: ClaimedJob): Promise<void> {
     const started = this.clock();
     let outcome: PollOutcome;
     try {
-      outcome = await this.deps.api.poll(job.id, { signal: controller.signal });
+      outcome = await this.deps.api.poll(job.id);
     } catch (err) {
       // The client reports API problems as outcomes; a throw is ours. Hand the job back.
       this.log.error({ err: coerceError(err), jobId: job.id }, "poll crashed; job handed back");
@@ -268,7 +296,7 @@ export class Poller {
     const m = this.deps.metrics;
     m?.pollDuration?.observe({ outcome: outcome.kind }, (this.clock() - started) / 1000);
 
-    if (controller.signal.aborted && this.stopping) {
+    if (this.requestsAborted) {
       m?.polls?.inc({ outcome: "handed_back" });
       await this.releaseQuietly([job]);
       return;
@@ -306,14 +334,30 @@ export class Poller {
     if (job.stateReset) {
       this.log.error({ jobId: job.id }, "stored job state was unreadable; a new history starts");
     }
-    const code = await this.write({
+    this.writesPending += 1;
+    void this.write({
       id: job.id,
       lease: job.lease,
       expectedVersion: job.state.version,
       state: decision.state,
       nextDueAt: decision.nextDueAt,
       events: decision.events,
+    }).then((code) => {
+      this.writesPending -= 1;
+      this.report(job, outcome, decision, code);
+      this.idle.fire();
+      this.dispatch();
+      this.claimWake.fire();
     });
+  }
+
+  private report(
+    job: ClaimedJob,
+    outcome: Exclude<PollOutcome, { kind: "auth" }>,
+    decision: ReturnType<typeof decide>,
+    code: ApplyCode | null,
+  ): void {
+    const m = this.deps.metrics;
     if (code === null) {
       m?.polls?.inc({ outcome: "not_written" });
       return;
@@ -352,39 +396,48 @@ export class Poller {
   private write(write: DecisionWrite): Promise<ApplyCode | null> {
     return new Promise((resolve) => {
       this.applyQueue.push({ write, resolve });
-      if (!this.applying) void this.flush();
+      this.flush();
     });
   }
 
-  private async flush(): Promise<void> {
-    this.applying = true;
+  /**
+   * Starts applyDecisions calls while there is room: up to MAX_APPLY_CALLS at once, so one
+   * round trip's latency does not stall every worker. Order between them does not matter: a
+   * job has at most one decision per lease, and its next claim waits for that write.
+   */
+  private flush(): void {
+    while (this.applying < MAX_APPLY_CALLS && this.applyQueue.length > 0) {
+      const batch = this.applyQueue.splice(0, MAX_APPLY_BATCH);
+      this.applying += 1;
+      void this.applyBatch(batch).finally(() => {
+        this.applying -= 1;
+        this.flush();
+        this.idle.fire();
+      });
+    }
+  }
+
+  private async applyBatch(batch: Pending[]): Promise<void> {
     let backoff = 50;
-    try {
-      while (this.applyQueue.length > 0) {
-        const batch = this.applyQueue.splice(0, 256);
-        try {
-          const codes = await this.deps.store.apply(
-            batch.map((p) => p.write),
-            this.clock(),
-          );
-          this.markRedis(true, "apply");
-          backoff = 50;
-          for (const [i, p] of batch.entries()) p.resolve(codes[i] ?? null);
-        } catch (err) {
-          this.markRedis(false, "apply", err);
-          // Retrying is safe: the script is compare-and-set. Give up only at shutdown.
-          if (this.stopping && this.stopDeadlinePassed()) {
-            for (const p of batch) p.resolve(null);
-            continue;
-          }
-          this.applyQueue.unshift(...batch);
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 2000);
+    for (;;) {
+      try {
+        const codes = await this.deps.store.apply(
+          batch.map((p) => p.write),
+          this.clock(),
+        );
+        this.markRedis(true, "apply");
+        for (const [i, p] of batch.entries()) p.resolve(codes[i] ?? null);
+        return;
+      } catch (err) {
+        this.markRedis(false, "apply", err);
+        // Retrying is safe: the script is compare-and-set. Give up only at shutdown.
+        if (this.stopping && this.stopDeadlinePassed()) {
+          for (const p of batch) p.resolve(null);
+          return;
         }
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 2000);
       }
-    } finally {
-      this.applying = false;
-      this.idle.fire();
     }
   }
 
@@ -455,15 +508,27 @@ export class Poller {
 
   // ---- intake and housekeeping -----------------------------------------------------------
 
+  /**
+   * Finds new pending members. Checking costs O(1) while nothing was added; finding what was
+   * added is a server-side diff of the whole set, O(tracked jobs). Diffs are spaced so that they
+   * take at most about 1/DIFF_SHARE of the time (measured by their own round trip): with
+   * 100,000 tracked jobs a diff takes a few ms and runs every intake interval; with millions it
+   * runs every few seconds instead of saturating Redis.
+   */
   private async intakeLoop(): Promise<void> {
     const s = this.deps.settings;
     let backoff = s.intakeIntervalMs;
+    let nextDiffAt = 0;
     while (!this.stopping) {
       const now = this.clock();
       const reconcile = now - this.lastReconcile >= s.reconcileIntervalMs;
       let more = false;
       try {
-        const result = await this.deps.store.intake(1000, reconcile);
+        const started = this.clock();
+        const result = await this.deps.store.intake(1000, reconcile, now >= nextDiffAt);
+        if (result.diffed) {
+          nextDiffAt = started + Math.max(0, this.clock() - started) * DIFF_SHARE;
+        }
         if (reconcile) this.lastReconcile = now;
         this.markRedis(true, "intake");
         backoff = s.intakeIntervalMs;

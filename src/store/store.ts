@@ -60,6 +60,8 @@ export interface IntakeResult {
   /** New members still waiting in the scratch set: call again. */
   remaining: number;
   untracked: number;
+  /** Whether this call computed the O(N) diff of pending against tracked. */
+  diffed: boolean;
 }
 
 export interface StoreOptions {
@@ -108,7 +110,11 @@ export class Store {
     this.scripts = defineScripts(redis);
   }
 
-  async intake(limit: number, reconcile: boolean): Promise<IntakeResult> {
+  /**
+   * Schedules new pending members, at most `limit` per call. `mayDiff` false limits the call
+   * to O(limit) work: the O(N) diff that finds new members is then skipped.
+   */
+  async intake(limit: number, reconcile: boolean, mayDiff = true): Promise<IntakeResult> {
     const k = this.keys;
     const reply = (await this.scripts.intake(
       k.pending,
@@ -119,13 +125,20 @@ export class Store {
       k.rejectSeq,
       limit,
       reconcile ? "1" : "0",
-    )) as [number, Array<string | number>, number, number];
+      mayDiff ? "1" : "0",
+    )) as [number, Array<string | number>, number, number, number];
     const invalid: IntakeResult["invalid"] = [];
     const flat = reply[1];
     for (let i = 0; i + 1 < flat.length; i += 2) {
       invalid.push({ member: String(flat[i]), lastSequence: Number(flat[i + 1]) });
     }
-    return { added: reply[0], invalid, remaining: reply[2], untracked: reply[3] };
+    return {
+      added: reply[0],
+      invalid,
+      remaining: reply[2],
+      untracked: reply[3],
+      diffed: reply[4] === 1,
+    };
   }
 
   async claim(now: number, limit: number, leaseMs: number): Promise<ClaimResult> {

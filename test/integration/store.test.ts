@@ -47,7 +47,7 @@ describe("store", () => {
     await store.reject("", "empty", 0, "urn:test", 1);
     await store.reject("../etc/passwd", "path", 0, "urn:test", 1);
     const second = await store.intake(1000, false);
-    expect(second).toEqual({ added: 0, invalid: [], remaining: 0, untracked: 0 });
+    expect(second).toEqual({ added: 0, invalid: [], remaining: 0, untracked: 0, diffed: false });
     expect(await redis.smembers(store.keys.rejected)).toHaveLength(2);
     const alerts = await readAll(redis, store.keys.alerts);
     expect(alerts.map((e) => e.event.type)).toEqual(["idunox.job.rejected", "idunox.job.rejected"]);
@@ -185,5 +185,27 @@ describe("store", () => {
     expect(stats.tracked).toBe(2);
     expect(stats.dueBacklog).toBe(2);
     expect(stats.groups).toEqual([{ stream: "events", group: "g1", lag: 1, pending: 0 }]);
+  });
+});
+
+describe("store intake without a diff", () => {
+  it("does no O(N) diff when not allowed, and hands out what the last diff found", async () => {
+    const r = redisClient();
+    const p = testPrefix();
+    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
+    try {
+      const ids = Array.from({ length: 5 }, () => randomUUID());
+      await r.sadd(s.keys.pending, ...ids);
+      const skipped = await s.intake(2, false, false);
+      expect(skipped).toMatchObject({ added: 0, diffed: false });
+      const first = await s.intake(2, false, true);
+      expect(first).toMatchObject({ added: 2, remaining: 3, diffed: true });
+      // The rest comes from the scratch set, with no new diff.
+      const rest = await s.intake(10, false, false);
+      expect(rest).toMatchObject({ added: 3, remaining: 0, diffed: false });
+    } finally {
+      await cleanPrefix(r, p);
+      r.disconnect();
+    }
   });
 });

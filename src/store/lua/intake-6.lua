@@ -18,22 +18,27 @@
 
   ARGV[1] batch size
   ARGV[2] "1" to force a full reconciliation
+  ARGV[3] "1" if a diff may be computed now ("0": only hand out what the scratch set holds;
+          the caller spaces the O(N) diffs out so they stay a small share of Redis time)
 
-  Returns { added, { member, lastRejectSequence, ... }, remaining, untracked }
+  Returns { added, { member, lastRejectSequence, ... }, remaining, untracked, diffed (0/1) }
 ]]
 local rcall = redis.call
 local pending, tracked, schedule, aliases, scratch, rejectSeq =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local limit = tonumber(ARGV[1])
 local force = ARGV[2] == "1"
+local mayDiff = ARGV[3] == "1" or force
 
 local untracked = 0
+local diffed = 0
 if rcall("SCARD", scratch) == 0 then
   local np = rcall("SCARD", pending)
   local nt = rcall("SCARD", tracked)
-  if np == nt and not force then
-    return { 0, {}, 0, 0 }
+  if (np == nt and not force) or not mayDiff then
+    return { 0, {}, 0, 0, 0 }
   end
+  diffed = 1
   if np < nt or force then
     -- A producer removed members it had added: stop polling them.
     local gone = rcall("SDIFF", tracked, pending)
@@ -61,7 +66,7 @@ if rcall("SCARD", scratch) == 0 then
     end
   end
   if rcall("SDIFFSTORE", scratch, pending, tracked) == 0 then
-    return { 0, {}, 0, untracked }
+    return { 0, {}, 0, untracked, diffed }
   end
 end
 
@@ -91,4 +96,4 @@ for _, m in ipairs(batch) do
     end
   end
 end
-return { added, invalid, rcall("SCARD", scratch), untracked }
+return { added, invalid, rcall("SCARD", scratch), untracked, diffed }

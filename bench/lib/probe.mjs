@@ -1,0 +1,33 @@
+/**
+ * Preloaded (`node --import`) into every measured subject, including the production daemon
+ * from dist/, so the subject needs no benchmark code of its own. It counts the commands the
+ * subject's ioredis clients send (the client-side round trips; Redis' own commandstats also
+ * count the calls made inside Lua scripts, which is a different figure) and answers the
+ * driver's "bench:sample" messages over the IPC channel with that count, process.cpuUsage()
+ * (every thread of the process, GC included) and the resident set size.
+ *
+ * Plain JavaScript: the daemon runs from dist/ without tsx, and this file must load there too.
+ */
+import { Redis } from "ioredis";
+
+let sent = 0;
+const original = Redis.prototype.sendCommand;
+// Pipelines and auto-pipelining also go through sendCommand, one call per command.
+Redis.prototype.sendCommand = function countedSendCommand(...args) {
+  sent++;
+  return original.apply(this, args);
+};
+
+if (typeof process.send === "function") {
+  process.on("message", (message) => {
+    if (message !== "bench:sample") return;
+    process.send?.({
+      type: "bench:sample",
+      redisCommandsSent: sent,
+      cpu: process.cpuUsage(),
+      rss: process.memoryUsage().rss,
+    });
+  });
+  // The channel must not keep the subject alive: it exits by its own shutdown path.
+  process.channel?.unref();
+}

@@ -1,0 +1,424 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { availableParallelism, loadavg } from "node:os";
+import { join, relative } from "node:path";
+import { Redis } from "ioredis";
+import { ROOT, spawnHelper, waitUntil } from "./lib/children.js";
+import { type SelfTime, topSelfTime } from "./lib/profile.js";
+import { round } from "./lib/stats.js";
+import {
+  API_KEY,
+  type Context,
+  type EventLatencyRow,
+  eventLatency,
+  type Plan,
+  type ScaleRow,
+  type SubjectKind,
+  saturated,
+  scale,
+  type ThroughputRow,
+} from "./scenarios.js";
+
+/**
+ * `npm run bench`: every scenario side by side in one run, printed as tables and written to
+ * bench/results/<timestamp>.json and bench/results/latest.json.
+ *
+ *   BENCH_QUICK=1         ~1-minute smoke run (small sizes, short windows, concurrency 32 only)
+ *   BENCH_SCALE=1m        also track 1,000,000 jobs (adds several minutes)
+ *   BENCH_PROFILE=1       one more saturated daemon run under --cpu-prof, summarized
+ *   BENCH_CONCURRENCY=8,32  the concurrencies of the saturated runs (default 8,32,128)
+ *   BENCH_ONLY=a,b        run only these groups: ceiling, daemon, peers, scale, events
+ *   BENCH_REDIS_URL=...   default redis://127.0.0.1:6379
+ *   BENCH_PRIVATE_REDIS=1 start a throwaway redis-server on a free port instead, so that other
+ *                         clients of the shared Redis do not show up in its CPU and commandstats
+ */
+
+const env = process.env;
+const quick = env["BENCH_QUICK"] === "1";
+const only = new Set((env["BENCH_ONLY"] ?? "").split(",").filter((s) => s !== ""));
+const wants = (group: string) => only.size === 0 || only.has(group);
+const concurrencyOverride = env["BENCH_CONCURRENCY"]?.split(",").map(Number);
+
+const plan: Plan = quick
+  ? {
+      quick,
+      warmupMs: 1000,
+      windowMs: 4000,
+      saturatedJobs: 5000,
+      concurrencies: concurrencyOverride ?? [32],
+      scaleSizes: [10_000],
+      pickupProbes: 50,
+      eventJobs: 50,
+      eventWindowMs: 4000,
+      profile: env["BENCH_PROFILE"] === "1",
+    }
+  : {
+      quick,
+      warmupMs: 5000,
+      windowMs: 15_000,
+      saturatedJobs: 20_000,
+      concurrencies: concurrencyOverride ?? [8, 32, 128],
+      scaleSizes: env["BENCH_SCALE"] === "1m" ? [100_000, 1_000_000] : [100_000],
+      pickupProbes: 200,
+      eventJobs: 200,
+      eventWindowMs: 20_000,
+      profile: env["BENCH_PROFILE"] === "1",
+    };
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+async function privateRedis(): Promise<{ url: string; stop(): void }> {
+  const port = await freePort();
+  const { spawn } = await import("node:child_process");
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  // Refused connections are expected until the server listens; waitUntil retries them.
+  probe.on("error", () => {});
+  await waitUntil(
+    "the private redis-server answers",
+    async () =>
+      (await probe
+        .connect()
+        .then(() => probe.ping())
+        .catch(() => null))
+        ? true
+        : undefined,
+    10_000,
+    100,
+  );
+  probe.disconnect();
+  return { url, stop: () => child.kill("SIGTERM") };
+}
+
+function machine(redisInfo: string): Record<string, string | number> {
+  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  return {
+    cpus: availableParallelism(),
+    cpuModel: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown",
+    node: process.version,
+    redis: /^redis_version:(.+)$/m.exec(redisInfo)?.[1]?.trim() ?? "unknown",
+  };
+}
+
+/** The daemon under test is the production build; refuse to measure a stale one. */
+function checkBuild(): void {
+  const entry = join(ROOT, "dist", "cli", "main.js");
+  if (!existsSync(entry)) throw new Error("dist/ is missing: run `npm run build` first");
+  const newestSource = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((newest, e) => {
+      const path = join(dir, e.name);
+      return Math.max(newest, e.isDirectory() ? newestSource(path) : statSync(path).mtimeMs);
+    }, 0);
+  if (newestSource(join(ROOT, "src")) > statSync(entry).mtimeMs) {
+    log("warning: src/ is newer than dist/: the daemon measured may not be the current code");
+  }
+}
+
+// ---- report ----------------------------------------------------------------------------------
+
+function table(headers: string[], rows: Array<Array<string | number>>): string {
+  const cells = [headers, ...rows.map((r) => r.map((c) => String(c)))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) => r.map((c, i) => c.padStart(widths[i] ?? 0)).join("  ");
+  return [line(headers), line(widths.map((w) => "-".repeat(w))), ...cells.slice(1).map(line)].join(
+    "\n",
+  );
+}
+
+interface Target {
+  target: string;
+  measured: string;
+  status: "PASS" | "MISS" | "NOT RUN";
+}
+
+function targets(
+  throughput: ThroughputRow[],
+  scaleRows: ScaleRow[],
+  events: EventLatencyRow | null,
+): Target[] {
+  const at32 = (s: SubjectKind) => throughput.find((r) => r.subject === s && r.concurrency === 32);
+  const daemon = at32("daemon");
+  const ceiling = at32("ceiling");
+  const out: Target[] = [];
+  const check = (target: string, measured: string | null, ok: boolean) =>
+    out.push({
+      target,
+      measured: measured ?? "-",
+      status: measured === null ? "NOT RUN" : ok ? "PASS" : "MISS",
+    });
+  const ratio = daemon && ceiling ? daemon.pollsPerSec / ceiling.pollsPerSec : null;
+  check(
+    "polls/s >= 0.7 x ceiling (c=32)",
+    ratio === null ? null : ratio.toFixed(2),
+    (ratio ?? 0) >= 0.7,
+  );
+  check(
+    "<= 2 Redis round trips per poll",
+    daemon ? String(daemon.roundTripsPerPoll) : null,
+    (daemon?.roundTripsPerPoll ?? 99) <= 2,
+  );
+  check(
+    "Redis CPU <= 25 us per poll",
+    daemon ? `${daemon.redisCpuUsPerPoll} us` : null,
+    (daemon?.redisCpuUsPerPoll ?? 999) <= 25,
+  );
+  const biggest = scaleRows.at(-1);
+  const million = scaleRows.find((r) => r.trackedJobs >= 1_000_000);
+  const rssRow = million ?? biggest;
+  check(
+    `daemon RSS < 150 MiB at 1M${million ? "" : ` (1M not run: at ${biggest?.trackedJobs ?? "-"})`}`,
+    rssRow ? `${rssRow.daemonRssMiB} MiB` : null,
+    (rssRow?.daemonRssMiB ?? 999) < 150,
+  );
+  const at100k = scaleRows.find((r) => r.trackedJobs === 100_000) ?? biggest;
+  check(
+    `pickup p99 < 1 s at 100k${at100k?.trackedJobs === 100_000 ? "" : ` (at ${at100k?.trackedJobs ?? "-"})`}`,
+    at100k ? `${at100k.pickupP99Ms} ms` : null,
+    (at100k?.pickupP99Ms ?? 1e9) < 1000,
+  );
+  check(
+    "event latency p99 < 10 ms (not saturated)",
+    events ? `${events.p99Ms} ms` : null,
+    (events?.p99Ms ?? 1e9) < 10,
+  );
+  return out;
+}
+
+async function profileDaemon(ctx: Context): Promise<{ file: string; top: SelfTime[] } | null> {
+  const dir = join(ROOT, "bench", "results", "profiles");
+  mkdirSync(dir, { recursive: true });
+  const before = new Set(readdirSync(dir));
+  await saturated(ctx, "daemon", 32, ["--cpu-prof", "--cpu-prof-dir", dir]);
+  const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile") && !before.has(f));
+  if (file === undefined) return null;
+  return { file: relative(ROOT, join(dir, file)), top: topSelfTime(join(dir, file)) };
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  checkBuild();
+  const started = Date.now();
+  const loadAtStart = loadavg().map((l) => round(l, 2));
+  const ownRedis = env["BENCH_PRIVATE_REDIS"] === "1" ? await privateRedis() : null;
+  const redisUrl = ownRedis?.url ?? env["BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379";
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
+  const simEnv = { LOG_LEVEL: "warn" };
+  const simArgs = ["simulate", "--port", "0", "--json", "--api-key", API_KEY];
+  const fastSim = await spawnHelper("dist/cli/main.js", [...simArgs, "--fast"], simEnv);
+  const normalSim = await spawnHelper("dist/cli/main.js", simArgs, simEnv);
+  const ctx: Context = {
+    plan,
+    redis,
+    redisUrl,
+    fastSimUrl: (JSON.parse(fastSim.firstLine) as { url: string }).url,
+    normalSimUrl: (JSON.parse(normalSim.firstLine) as { url: string }).url,
+    log,
+  };
+  const info = machine(await redis.info("server"));
+  log(
+    `bench (${quick ? "quick" : "full"}) on ${info["cpus"]} x ${info["cpuModel"]}, node ${info["node"]}, redis ${info["redis"]} at ${redisUrl}`,
+  );
+
+  const throughput: ThroughputRow[] = [];
+  const scaleRows: ScaleRow[] = [];
+  let events: EventLatencyRow | null = null;
+  let profile: Awaited<ReturnType<typeof profileDaemon>> = null;
+  try {
+    const run = async (kind: SubjectKind, c: number) => {
+      log(`saturated: ${kind} at concurrency ${c} ...`);
+      const row = await saturated(ctx, kind, c);
+      log(`  ${row.pollsPerSec} polls/s, ${row.cpuUsPerPoll} us CPU/poll`);
+      throughput.push(row);
+    };
+    for (const c of plan.concurrencies) {
+      if (wants("ceiling")) await run("ceiling", c);
+      if (wants("daemon")) await run("daemon", c);
+    }
+    if (wants("peers")) {
+      await run("naive", 32);
+      await run("bullmq", 32);
+    }
+    if (wants("scale")) {
+      for (const n of plan.scaleSizes) {
+        log(`scale: ${n} tracked jobs ...`);
+        scaleRows.push(await scale(ctx, n));
+      }
+    }
+    if (wants("events")) {
+      log("event latency ...");
+      events = await eventLatency(ctx);
+    }
+    if (plan.profile) {
+      log("profiling the saturated daemon ...");
+      profile = await profileDaemon(ctx);
+    }
+  } finally {
+    await fastSim.stop();
+    await normalSim.stop();
+    redis.disconnect();
+    ownRedis?.stop();
+  }
+
+  const ceilingAt = (c: number) =>
+    throughput.find((r) => r.subject === "ceiling" && r.concurrency === c)?.pollsPerSec;
+  const checks = targets(throughput, scaleRows, events);
+  const out = [
+    "",
+    `Saturated (${plan.saturatedJobs} tracked jobs, intervals 10 ms, window ${plan.windowMs / 1000} s)`,
+    table(
+      [
+        "subject",
+        "conc",
+        "polls/s",
+        "x ceiling",
+        "cores",
+        "CPU us/poll",
+        "redis cmds/poll",
+        "round trips/poll",
+        "redis CPU us/poll",
+        "RSS MiB",
+      ],
+      throughput.map((r) => {
+        const ceiling = ceilingAt(r.concurrency);
+        return [
+          r.subject,
+          r.concurrency,
+          r.pollsPerSec,
+          ceiling ? (r.pollsPerSec / ceiling).toFixed(2) : "-",
+          r.subjectCores,
+          r.cpuUsPerPoll,
+          r.redisCommandsPerPoll,
+          r.roundTripsPerPoll,
+          r.redisCpuUsPerPoll,
+          r.rssMiB,
+        ];
+      }),
+    ),
+    "",
+    "Scale (daemon, concurrency 32, intervals 10 min)",
+    table(
+      [
+        "tracked",
+        "first sweep s",
+        "sweep polls/s",
+        "RSS MiB",
+        "poller B/job",
+        "pending B/job",
+        "pickup p50 ms",
+        "pickup p99 ms",
+        "idle redis cores",
+        "idle daemon cores",
+      ],
+      scaleRows.map((r) => [
+        r.trackedJobs,
+        r.firstSweepSeconds,
+        r.sweepPollsPerSec,
+        r.daemonRssMiB,
+        r.pollerBytesPerJob,
+        r.pendingBytesPerJob,
+        r.pickupP50Ms,
+        r.pickupP99Ms,
+        r.idleRedisCores,
+        r.idleDaemonCores,
+      ]),
+    ),
+    "",
+    "Event latency (response decided -> readable by XREAD BLOCK)",
+    table(
+      [
+        "jobs",
+        "interval ms",
+        "polls/s",
+        "events",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "daemon CPU us/poll",
+      ],
+      events
+        ? [
+            [
+              events.jobs,
+              events.pollIntervalMs,
+              events.pollsPerSec,
+              events.events,
+              events.p50Ms,
+              events.p99Ms,
+              events.maxMs,
+              events.daemonCpuUsPerPoll,
+            ],
+          ]
+        : [],
+    ),
+    "",
+    "Targets",
+    table(
+      ["target", "measured", "status"],
+      checks.map((t) => [t.target, t.measured, t.status]),
+    ),
+  ];
+  if (profile !== null) {
+    out.push(
+      "",
+      `Daemon CPU profile, top self time (${profile.file})`,
+      table(
+        ["self ms", "%", "function", "where"],
+        profile.top.map((t) => [t.ms, t.percent, t.fn, t.where]),
+      ),
+    );
+  }
+  process.stdout.write(`${out.join("\n")}\n`);
+
+  const result = {
+    date: new Date(started).toISOString(),
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    mode: quick ? "quick" : "full",
+    machine: {
+      ...info,
+      redisUrl: ownRedis ? "private redis-server" : redisUrl,
+      // Other work on the machine competes for the same cores; the figures are only as quiet
+      // as these.
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadavg().map((l) => round(l, 2)),
+    },
+    plan,
+    throughput,
+    scale: scaleRows,
+    eventLatency: events,
+    targets: checks,
+    profile,
+  };
+  const dir = join(ROOT, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const stamp = result.date.replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
+  const text = `${JSON.stringify(result, null, 2)}\n`;
+  writeFileSync(join(dir, `${stamp}${quick ? "-quick" : ""}.json`), text);
+  writeFileSync(join(dir, "latest.json"), text);
+  log(`results written to bench/results/${stamp}${quick ? "-quick" : ""}.json and latest.json`);
+}
+
+main().catch((err: unknown) => {
+  log(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+});
