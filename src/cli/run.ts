@@ -1,5 +1,6 @@
 import { type Config, ConfigError, loadConfig } from "../config/index.js";
 import { startDaemon } from "../daemon/daemon.js";
+import { createLogger } from "../log/logger.js";
 import { EXIT, parseCommandArgs } from "./common.js";
 
 const HELP = `Usage: idunox-poller run
@@ -33,8 +34,17 @@ export async function runDaemonCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfigOrReport();
   if (config === null) return EXIT.config;
-  const daemon = await startDaemon(config);
-  return waitForSignals(daemon.stop, config.shutdownTimeoutMs, daemon.logger);
+  const logger = createLogger({ level: config.logLevel, base: { replica: config.replicaId } });
+  // Signal handlers go in before anything starts: a SIGTERM during start-up must also stop
+  // cleanly, not kill the process with the default action.
+  const started = startDaemon(config, { logger });
+  const exit = waitForSignals(
+    () => started.then((daemon) => daemon.stop()),
+    config.shutdownTimeoutMs,
+    logger,
+  );
+  await started;
+  return exit;
 }
 
 /**

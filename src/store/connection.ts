@@ -15,6 +15,12 @@ export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient
     // Fail a command after a few reconnection attempts instead of queueing it forever: the
     // poll loop retries with backoff, and readiness reports Redis as down meanwhile.
     maxRetriesPerRequest: 3,
+    // A connection that stays open but answers nothing (a black-holed network path) would
+    // otherwise hang every command until the kernel gives up, minutes later, while readiness
+    // still said ready. A command timing out counts as Redis down; retrying is safe because
+    // every write is compare-and-set. Blocking reads (XREAD BLOCK) must block for less.
+    commandTimeout: 5000,
+    keepAlive: 10_000,
     enableAutoPipelining: true,
     retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000),
     connectionName: "idunox-poller",

@@ -107,7 +107,9 @@ export function checkExactlyOnce(input: InvariantInput): InvariantReport {
       finished++;
       finishedIds.add(jobId);
     } else {
-      problems.push(`${short(jobId)}: final ${final} not emitted (last emitted: ${last ?? "none"})`);
+      problems.push(
+        `${short(jobId)}: final ${final} not emitted (last emitted: ${last ?? "none"})`,
+      );
     }
     const deadLettered = list.filter((e) => kindOf(e) === "dead_lettered").length;
     if (final === "dead_letter" && last === final && deadLettered !== 1) {

@@ -9,7 +9,6 @@ import { type SimJobSpec, startSimulator } from "../../src/sim/simulator.js";
 import { connectRedis, type RedisClient } from "../../src/store/connection.js";
 import { ApplyCode, Store } from "../../src/store/store.js";
 import { checkExactlyOnce } from "../helpers/invariants.js";
-import { waitFor } from "../helpers/redis.js";
 import { type LocalRedisCluster, startRedisCluster } from "../helpers/redis-cluster.js";
 import { readAll, readUntil } from "../helpers/streams.js";
 
