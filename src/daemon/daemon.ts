@@ -169,15 +169,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   // The readiness gauges are refreshed here too, not only when something asks /readyz.
   const heartbeat = setInterval(() => {
     readiness();
-    redis.on("ready", () => readiness());
-    redis.on("close", () => readiness());
-    beat().then(
-      () => readiness(),
-      () => readiness(),
-    );
+    beat().catch(() => {});
   }, 5000);
   heartbeat.unref();
-  beat().catch(() => {});
+  redis.on("ready", () => readiness());
+  redis.on("close", () => readiness());
+  beat().then(
+    () => readiness(),
+    () => readiness(),
+  );
 
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
