@@ -1,3 +1,4 @@
+import { setTimeout as sleepTimer } from "node:timers/promises";
 import type { DestinationStream, Logger } from "pino";
 import { JobsClient } from "../api/client.js";
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
@@ -8,6 +9,10 @@ import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
 import { Store } from "../store/store.js";
+
+function sleepMs(ms: number): Promise<void> {
+  return sleepTimer(ms, undefined, { ref: false });
+}
 
 export interface Daemon {
   readonly store: Store;
@@ -24,6 +29,17 @@ export interface Daemon {
 export interface DaemonOptions {
   logDestination?: DestinationStream;
   logger?: Logger;
+}
+
+/**
+ * How long the retries of one poll may go on. A poll and its retries end inside the lease
+ * (config enforces timeout * 2 < lease): at most max(2 * timeout, lease / 2).
+ */
+function retryBudgetMs(config: Config): number {
+  return Math.max(
+    config.requestTimeoutMs,
+    Math.floor(config.leaseMs / 2) - config.requestTimeoutMs,
+  );
 }
 
 export function pollerSettings(config: Config): PollerSettings {
@@ -45,6 +61,7 @@ export function pollerSettings(config: Config): PollerSettings {
     reconcileIntervalMs: 60_000,
     circuitThreshold: Math.max(20, config.concurrency * 2),
     circuitMaxCooldownMs: 30_000,
+    pollBudgetMs: retryBudgetMs(config) + config.requestTimeoutMs,
   };
 }
 
@@ -87,11 +104,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     requestTimeoutMs: config.requestTimeoutMs,
     retries: config.retries,
     maxBodyBytes: config.maxBodyBytes,
-    // A poll and its retries end well inside the lease (config enforces timeout * 2 < lease).
-    retryBudgetMs: Math.max(
-      config.requestTimeoutMs,
-      Math.floor(config.leaseMs / 2) - config.requestTimeoutMs,
-    ),
+    retryBudgetMs: retryBudgetMs(config),
     logger,
     onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
   });
@@ -152,8 +165,23 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   logger.info({ httpPort: server?.port ?? null }, "poller started");
 
   // A heartbeat per replica, for `status` and for operators looking at Redis directly.
+  let beats = 0;
   const beat = async () => {
     const now = Date.now();
+    // Replicas that died without a clean stop (kill -9) leave an entry: drop those an hour old.
+    if (beats++ % 60 === 0) {
+      const all = await redis.hgetall(store.keys.replicas);
+      const stale = Object.entries(all)
+        .filter(([, raw]) => {
+          try {
+            return now - (JSON.parse(raw) as { at: number }).at > 3_600_000;
+          } catch {
+            return true;
+          }
+        })
+        .map(([id]) => id);
+      if (stale.length > 0) await redis.hdel(store.keys.replicas, ...stale);
+    }
     await redis.hset(
       store.keys.replicas,
       config.replicaId,
@@ -184,12 +212,18 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     stopping ??= (async () => {
       logger.info("stopping: no new claims, draining in-flight polls");
       clearInterval(heartbeat);
+      const deadline = Date.now() + config.shutdownTimeoutMs * 0.95;
+      // Each step after the drain gets what is left of the budget, so a Redis or API that
+      // does not answer cannot push the exit past POLLER_SHUTDOWN_TIMEOUT_MS.
+      const bounded = (p: Promise<unknown>) =>
+        Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
-      await redis.hdel(store.keys.replicas, config.replicaId).catch(() => {});
-      await client.close().catch(() => {});
-      await server?.close().catch(() => {});
-      if (redisReady(redis)) await redis.quit().catch(() => redis.disconnect());
-      else redis.disconnect();
+      client.abortInFlight();
+      await bounded(redis.hdel(store.keys.replicas, config.replicaId));
+      await bounded(client.close());
+      await bounded(server?.close() ?? Promise.resolve());
+      if (redisReady(redis)) await bounded(redis.quit());
+      redis.disconnect();
       logger.info("stopped");
       await new Promise<void>((resolve) => logger.flush(() => resolve()));
     })();

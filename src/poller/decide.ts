@@ -85,17 +85,18 @@ class Emitter {
 function decideOk(input: DecideInput, job: Job): Decision {
   const { state, now, settings } = input;
   const updatedAtMs = Date.parse(job.updatedAt);
-  const base = {
-    ...state,
-    consecutiveFailures: 0,
-    pollFailedReported: false,
-    firstNotFoundAtMs: null,
-  };
 
   if (isStale(updatedAtMs, state.updatedAtMs)) {
     const intervalMs = nextInterval(state.intervalMs, false, settings);
     return {
-      state: { ...base, version: state.version + 1, intervalMs },
+      state: {
+        ...state,
+        consecutiveFailures: 0,
+        pollFailedReported: false,
+        firstNotFoundAtMs: null,
+        version: state.version + 1,
+        intervalMs,
+      },
       events: [],
       nextDueAt: schedule(input, intervalMs, state.slaDeadlineMs, state.slaReported),
       verdict: "stale",
@@ -137,13 +138,17 @@ function decideOk(input: DecideInput, job: Job): Decision {
   const slaReported = state.slaReported || detectedBy !== null;
   const intervalMs = nextInterval(state.intervalMs, changed, settings);
   return {
+    // Every field is set here: a literal, not a copy of `state`, on the path of every poll.
     state: {
-      ...base,
       version: state.version + 1,
+      epoch: state.epoch,
       sequence: out.lastSequence,
       status: job.status,
       updatedAtMs,
       intervalMs,
+      consecutiveFailures: 0,
+      pollFailedReported: false,
+      firstNotFoundAtMs: null,
       slaReported,
       slaDeadlineMs,
       final,
@@ -156,6 +161,16 @@ function decideOk(input: DecideInput, job: Job): Decision {
 
 function decideNotFound(input: DecideInput): Decision {
   const { state, now, settings } = input;
+  if (state.final) {
+    // A finished job added again that the API has since purged: its final event was already
+    // emitted, so it leaves quietly rather than raising a not_found alert.
+    return {
+      state: { ...state, version: state.version + 1 },
+      events: [],
+      nextDueAt: null,
+      verdict: "removed",
+    };
+  }
   const firstNotFoundAtMs = state.firstNotFoundAtMs ?? now;
   const intervalMs = nextInterval(state.intervalMs, false, settings);
   const base = {

@@ -21,6 +21,8 @@ export interface PollerSettings extends DecideSettings {
   reconcileIntervalMs: number;
   circuitThreshold: number;
   circuitMaxCooldownMs: number;
+  /** The longest one poll may take, retries included: a job with less lease left is handed back. */
+  pollBudgetMs: number;
 }
 
 export interface JobsApi {
@@ -129,6 +131,11 @@ export class Poller {
     return this.circuit.state === "open";
   }
 
+  /** Polling is paused: the key was rejected or the API is failing for every job. */
+  private paused(): boolean {
+    return !this.authOk || this.circuit.state === "open";
+  }
+
   get leases(): number {
     return this.queue.length + this.inFlight.size + this.writesPending;
   }
@@ -144,6 +151,7 @@ export class Poller {
 
   private async shutdown(): Promise<void> {
     this.stopping = true;
+    this.stopStartedAt = this.clock();
     this.stopController.abort();
     this.claimWake.fire();
     this.intakeWake.fire();
@@ -155,10 +163,9 @@ export class Poller {
       await this.idle.wait(Math.max(1, deadline - this.clock()));
     }
     // Whatever is still running is aborted and handed back by its worker.
-    if (this.inFlight.size > 0) {
-      this.requestsAborted = true;
-      this.deps.api.abortInFlight?.();
-    }
+    // Abort whatever is still out, auth and circuit probes included.
+    this.requestsAborted = true;
+    this.deps.api.abortInFlight?.();
     while (this.inFlight.size > 0) await this.idle.wait(50);
     // A loop may be inside a Redis call or an API probe; it ends by itself, but shutdown does
     // not wait past its budget for it (it holds no lease and writes nothing that matters).
@@ -234,6 +241,11 @@ export class Poller {
         await this.releaseQuietly(claimed.jobs);
         break;
       }
+      if (this.paused()) {
+        // The pause began while this claim was out: hand the jobs back rather than sit on them.
+        await this.releaseQuietly(claimed.jobs);
+        continue;
+      }
       this.queue.push(...claimed.jobs);
       this.dispatch();
       if (claimed.jobs.length === 0) {
@@ -253,10 +265,17 @@ export class Poller {
       this.writesPending < s.concurrency * 2 &&
       !this.stopping
     ) {
-      const job = this.queue.shift() as ClaimedJob;
-      if (!this.authOk || this.circuit.state === "open") {
-        this.queue.unshift(job);
+      if (this.paused()) {
+        void this.releaseQuietly(this.queue.splice(0));
         break;
+      }
+      const job = this.queue.shift() as ClaimedJob;
+      // A job that waited in the queue too long could not finish its poll inside its lease:
+      // another replica might take it over mid-poll. Hand it back for a fresh claim instead.
+      if (job.lease - this.clock() < s.pollBudgetMs) {
+        this.deps.metrics?.polls?.inc({ outcome: "handed_back" });
+        void this.releaseQuietly([job]);
+        continue;
       }
       this.inFlight.add(job);
       void this.work(job).finally(() => {
@@ -323,14 +342,22 @@ export class Poller {
     }
 
     const now = this.clock();
-    const decision = decide({
-      jobId: job.id,
-      state: job.state,
-      outcome,
-      now,
-      random: this.random(),
-      settings: this.deps.settings,
-    });
+    let decision: ReturnType<typeof decide>;
+    try {
+      decision = decide({
+        jobId: job.id,
+        state: job.state,
+        outcome,
+        now,
+        random: this.random(),
+        settings: this.deps.settings,
+      });
+    } catch (err) {
+      // A bug or an unreadable stored value: never crash the daemon over one job.
+      this.log.error({ err: coerceError(err), jobId: job.id }, "decision failed; job handed back");
+      await this.releaseQuietly([job]);
+      return;
+    }
     if (job.stateReset) {
       this.log.error({ jobId: job.id }, "stored job state was unreadable; a new history starts");
     }
@@ -443,9 +470,10 @@ export class Poller {
 
   private stopStartedAt: number | null = null;
 
+  /** Writes are given up on (nothing was written; leases run out) past 80% of the budget. */
   private stopDeadlinePassed(): boolean {
-    this.stopStartedAt ??= this.clock();
-    return this.clock() - this.stopStartedAt > this.deps.settings.shutdownTimeoutMs * 0.25;
+    const started = this.stopStartedAt ?? this.clock();
+    return this.clock() - started > this.deps.settings.shutdownTimeoutMs * 0.8;
   }
 
   private async releaseQuietly(jobs: readonly ClaimedJob[]): Promise<void> {
@@ -529,7 +557,7 @@ export class Poller {
         if (result.diffed) {
           nextDiffAt = started + Math.max(0, this.clock() - started) * DIFF_SHARE;
         }
-        if (reconcile) this.lastReconcile = now;
+        if (reconcile && result.diffed) this.lastReconcile = now;
         this.markRedis(true, "intake");
         backoff = s.intakeIntervalMs;
         if (result.added > 0) {

@@ -123,9 +123,11 @@ export class Store {
       k.aliases,
       k.intake,
       k.rejectSeq,
+      k.expiry,
       limit,
       reconcile ? "1" : "0",
       mayDiff ? "1" : "0",
+      Date.now() + this.options.stateTtlMs,
     )) as [number, Array<string | number>, number, number, number];
     const invalid: IntakeResult["invalid"] = [];
     const flat = reply[1];
@@ -160,11 +162,9 @@ export class Store {
         if (!(err instanceof StateDecodeError)) throw err;
         // Keep the stored version so the compare-and-set still holds; a new epoch keeps the
         // new history's event ids apart from the old ones.
-        const version = Number.parseInt(raw, 10);
-        const state = {
-          ...initialState(newEpoch()),
-          version: Number.isFinite(version) ? version : -1,
-        };
+        // Read the version exactly as the Lua compare-and-set does, or the write never lands.
+        const match = /^(\d+)\|/.exec(raw);
+        const state = { ...initialState(newEpoch()), version: match ? Number(match[1]) : -1 };
         return { id, lease, state, stateReset: true };
       }
     });

@@ -209,3 +209,53 @@ describe("store intake without a diff", () => {
     }
   });
 });
+
+describe("store against keys of the wrong type", () => {
+  it("refuses a decision before writing anything when a stream key is not a stream", async () => {
+    const r = redisClient();
+    const p = testPrefix();
+    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
+    try {
+      const a = randomUUID();
+      await r.sadd(s.keys.pending, a);
+      await s.intake(10, false);
+      const [job] = (await s.claim(1000, 10, 30_000)).jobs;
+      if (!job) throw new Error("no job claimed");
+      await r.set(s.keys.alerts, "not a stream");
+      const write = {
+        id: a,
+        lease: job.lease,
+        expectedVersion: 0,
+        state: { ...initialState("e"), version: 1, sequence: 1 },
+        nextDueAt: 5000,
+        events: [statusEvent(a, 1)],
+      };
+      await expect(s.apply([write], 1000)).rejects.toThrow(/WRONGTYPE/);
+      // Nothing moved: no state, no event, the lease still held, so a retry can still land.
+      expect(await r.hget(s.keys.state, a)).toBeNull();
+      expect(await r.exists(s.keys.events)).toBe(0);
+      await r.del(s.keys.alerts);
+      expect(await s.apply([write], 1000)).toEqual([ApplyCode.Written]);
+    } finally {
+      await cleanPrefix(r, p);
+      r.disconnect();
+    }
+  });
+
+  it("gives the state of a job a producer removed an expiry", async () => {
+    const r = redisClient();
+    const p = testPrefix();
+    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
+    try {
+      const a = randomUUID();
+      await r.sadd(s.keys.pending, a);
+      await s.intake(10, false);
+      await r.srem(s.keys.pending, a);
+      expect((await s.intake(10, false)).untracked).toBe(1);
+      expect(await r.zscore(s.keys.expiry, a)).not.toBeNull();
+    } finally {
+      await cleanPrefix(r, p);
+      r.disconnect();
+    }
+  });
+});

@@ -16,6 +16,21 @@
   Returns 1 moved, 2 no longer pending, { 3, current sequence } on a sequence conflict
 ]]
 local rcall = redis.call
+-- Redis does not undo a script's earlier writes when a later command fails, so a key of the
+-- wrong type (a prefix collision, an operator's mistake) must stop the script before any
+-- write; otherwise the version would move on without its events.
+local function expect(key, kind)
+  local t = rcall("TYPE", key)["ok"]
+  if t ~= "none" and t ~= kind then
+    error("WRONGTYPE key " .. key .. " is a " .. t .. ", expected a " .. kind)
+  end
+end
+expect(KEYS[1], "set")
+expect(KEYS[2], "set")
+expect(KEYS[3], "hash")
+expect(KEYS[4], "stream")
+expect(KEYS[5], "stream")
+
 local member, expected = ARGV[1], tonumber(ARGV[2])
 if rcall("SISMEMBER", KEYS[1], member) == 0 then
   return 2

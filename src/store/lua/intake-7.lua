@@ -15,17 +15,19 @@
   KEYS[4] aliases    hash, job id -> the spellings of it that are not lowercase, comma-separated
   KEYS[5] scratch    set, new members waiting to be handed out
   KEYS[6] rejectSeq  hash, rejected member -> last event sequence
+  KEYS[7] expiry     zset, job id -> when its recorded state may be dropped
 
   ARGV[1] batch size
   ARGV[2] "1" to force a full reconciliation
   ARGV[3] "1" if a diff may be computed now ("0": only hand out what the scratch set holds;
           the caller spaces the O(N) diffs out so they stay a small share of Redis time)
+  ARGV[4] expireAt (ms) for the state of a job a producer removed
 
   Returns { added, { member, lastRejectSequence, ... }, remaining, untracked, diffed (0/1) }
 ]]
 local rcall = redis.call
-local pending, tracked, schedule, aliases, scratch, rejectSeq =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local pending, tracked, schedule, aliases, scratch, rejectSeq, expiry =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local limit = tonumber(ARGV[1])
 local force = ARGV[2] == "1"
 local mayDiff = ARGV[3] == "1" or force
@@ -61,6 +63,8 @@ if rcall("SCARD", scratch) == 0 then
       end
       if not still then
         rcall("ZREM", schedule, id)
+        -- Its recorded state is dropped after the TTL like a finished job's, not kept forever.
+        rcall("ZADD", expiry, ARGV[4], id)
       end
       untracked = untracked + 1
     end
