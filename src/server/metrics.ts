@@ -1,22 +1,11 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { EVENT_KINDS } from "../events/types.js";
+import type { StoreStats } from "../store/store.js";
 
 const PREFIX = "idunox_poller_";
 
 /** What a scrape reads from Redis; the store gathers it, the metrics only publish it. */
-export interface StoreStats {
-  tracked: number;
-  dueBacklog: number;
-  scheduleLagSeconds: number;
-  rejected: number;
-  groups: Array<{
-    stream: "events" | "alerts";
-    group: string;
-    /** XINFO GROUPS `lag`; null when Redis cannot tell (e.g. after trimming past the group). */
-    lag: number | null;
-    pending: number;
-  }>;
-}
+export type { StoreStats };
 
 /** Every value the `outcome` label of the poll metrics takes. */
 export const POLL_OUTCOMES = [
