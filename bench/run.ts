@@ -31,6 +31,8 @@ import {
  *   BENCH_REDIS_URL=...   default redis://127.0.0.1:6379
  *   BENCH_PRIVATE_REDIS=1 start a throwaway redis-server on a free port instead, so that other
  *                         clients of the shared Redis do not show up in its CPU and commandstats
+ *   BENCH_WINDOW_MS=10000 length of the saturated windows (A/B comparisons of small changes
+ *                         need longer windows than the quick run's 4 s to rise above the noise)
  */
 
 const env = process.env;
@@ -38,12 +40,14 @@ const quick = env["BENCH_QUICK"] === "1";
 const only = new Set((env["BENCH_ONLY"] ?? "").split(",").filter((s) => s !== ""));
 const wants = (group: string) => only.size === 0 || only.has(group);
 const concurrencyOverride = env["BENCH_CONCURRENCY"]?.split(",").map(Number);
+const windowOverride =
+  env["BENCH_WINDOW_MS"] === undefined ? undefined : Number(env["BENCH_WINDOW_MS"]);
 
 const plan: Plan = quick
   ? {
       quick,
       warmupMs: 1000,
-      windowMs: 4000,
+      windowMs: windowOverride ?? 4000,
       saturatedJobs: 5000,
       concurrencies: concurrencyOverride ?? [32],
       scaleSizes: [10_000],
@@ -55,7 +59,7 @@ const plan: Plan = quick
   : {
       quick,
       warmupMs: 5000,
-      windowMs: 15_000,
+      windowMs: windowOverride ?? 15_000,
       saturatedJobs: 20_000,
       concurrencies: concurrencyOverride ?? [8, 32, 128],
       scaleSizes: env["BENCH_SCALE"] === "1m" ? [100_000, 1_000_000] : [100_000],

@@ -100,6 +100,52 @@ function exceedsDepth(text: Buffer, max: number): boolean {
   return false;
 }
 
+function prematureClose(): Error {
+  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+}
+
+/**
+ * The whole body, or null as soon as it passes `max` bytes: nothing past the cap is read, the
+ * stream is destroyed there. Plain listeners rather than `for await`, whose
+ * async iterator costs a generator and a promise per chunk on every poll. Rejects with the
+ * stream's error (e.g. the deadline's abort reason), as the iterator did.
+ */
+function readCapped(body: Body, max: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      body.off("data", onData);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      body.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        done();
+        // Stop reading now, as leaving a `for await` would; the socket goes with it.
+        body.on("error", noop);
+        body.destroy();
+        resolve(null);
+      } else chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => {
+      done();
+      reject(prematureClose());
+    };
+    body.on("data", onData).on("end", onEnd).on("error", onError).on("close", onClose);
+  });
+}
+
 async function drain(body: Body): Promise<void> {
   await body.dump({ limit: DRAIN_LIMIT_BYTES });
 }
@@ -335,15 +381,8 @@ export class JobsClient {
     }
     const max = this.#opts.maxBodyBytes;
     if (Number(headers["content-length"]) > max) return invalid("body too large");
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of body) {
-      size += (chunk as Buffer).length;
-      // Leaving the loop destroys the stream: nothing past the cap is read.
-      if (size > max) return invalid("body too large");
-      chunks.push(chunk as Buffer);
-    }
-    const text = Buffer.concat(chunks, size);
+    const text = await readCapped(body, max);
+    if (text === null) return invalid("body too large");
     if (exceedsDepth(text, MAX_JSON_DEPTH)) return invalid("body nested too deeply");
     let value: unknown;
     try {
