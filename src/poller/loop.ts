@@ -399,15 +399,15 @@ export class Poller {
     }
     m?.polls?.inc({ outcome: decision.verdict === "stale" ? "stale" : outcome.kind });
     for (const event of decision.events) {
-      const kind = kindOfType(event.type) ?? "unknown";
-      m?.events?.inc({ type: kind });
+      const kind = kindOfType(event.type);
+      m?.events?.inc({ type: kind ?? "unknown" });
       const fields = {
         jobId: job.id,
         eventId: event.id,
         type: event.type,
         sequence: event.sequence,
       };
-      if (isAlert(kind as never)) this.log.warn(fields, "alert event emitted");
+      if (kind !== undefined && isAlert(kind)) this.log.warn(fields, "alert event emitted");
       else this.log.info(fields, "event emitted");
     }
     if (outcome.kind === "invalid") {
