@@ -296,8 +296,21 @@ describe("state encoding", () => {
 
 describe("a finished job added again", () => {
   it("leaves quietly on a 404 instead of raising not_found", () => {
-    const state = { ...initialState("e"), version: 3, sequence: 2, status: "succeeded" as const, final: true };
-    const d = decide({ jobId, state, outcome: { kind: "not_found" }, now: T0, random: 0, settings });
+    const state = {
+      ...initialState("e"),
+      version: 3,
+      sequence: 2,
+      status: "succeeded" as const,
+      final: true,
+    };
+    const d = decide({
+      jobId,
+      state,
+      outcome: { kind: "not_found" },
+      now: T0,
+      random: 0,
+      settings,
+    });
     expect(d.events).toEqual([]);
     expect(d.nextDueAt).toBeNull();
   });
