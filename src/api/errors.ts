@@ -166,16 +166,3 @@ export function parseRetryAfter(
   }
   return Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS);
 }
-
-/** Turns whatever was thrown into an Error, at catch points that need one. */
-export function coerceError(e: unknown): Error {
-  if (e instanceof Error) return e;
-  if (typeof e === "string") return new Error(e);
-  let text: string;
-  try {
-    text = JSON.stringify(e) ?? String(e);
-  } catch {
-    text = Object.prototype.toString.call(e);
-  }
-  return new Error(`non-error thrown: ${text.slice(0, 200)}`);
-}

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { CloudEvent, EventDataByKind, EventKind } from "./types.js";
-import { ALERT_KINDS } from "./types.js";
+import { ALERT_KINDS, EVENT_KINDS } from "./types.js";
 
 export const TYPE_PREFIX = "idunox.job.";
 
@@ -14,14 +14,7 @@ export function kindOfType(type: string): EventKind | undefined {
   return ALL_KINDS.has(kind) ? (kind as EventKind) : undefined;
 }
 
-const ALL_KINDS: ReadonlySet<string> = new Set([
-  "status_changed",
-  "sla_breached",
-  "dead_lettered",
-  "poll_failed",
-  "not_found",
-  "rejected",
-]);
+const ALL_KINDS: ReadonlySet<string> = new Set<string>(EVENT_KINDS);
 
 export function padSequence(sequence: number): string {
   return String(sequence).padStart(10, "0");

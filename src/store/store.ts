@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { buildEvent, streamFields, TYPE_PREFIX } from "../events/cloudevents.js";
-import type { AnyCloudEvent, EventKind } from "../events/types.js";
-import { ALERT_KINDS } from "../events/types.js";
+import { buildEvent, isAlert, kindOfType, streamFields } from "../events/cloudevents.js";
+import type { AnyCloudEvent } from "../events/types.js";
 import type { JobState } from "../poller/state.js";
 import { decodeState, encodeState, initialState, StateDecodeError } from "../poller/state.js";
 import type { RedisClient } from "./connection.js";
@@ -197,8 +196,8 @@ export class Store {
         w.events.length,
       );
       for (const event of w.events) {
-        const kind = event.type.slice(TYPE_PREFIX.length) as EventKind;
-        args.push(ALERT_KINDS.has(kind) ? "1" : "0", ...streamFields(event));
+        const kind = kindOfType(event.type);
+        args.push(kind !== undefined && isAlert(kind) ? "1" : "0", ...streamFields(event));
       }
     }
     return (await this.scripts.applyDecisions(...args)) as ApplyCode[];

@@ -5,7 +5,6 @@ import {
   ApiNotFoundError,
   ApiTransientError,
   classify,
-  coerceError,
   parseRetryAfter,
   RETRY_AFTER_MAX_MS,
   reasonOf,
@@ -128,18 +127,5 @@ describe("parseRetryAfter", () => {
     [],
   ])("ignores %j", (value) => {
     expect(parseRetryAfter(value as string | string[] | undefined, now)).toBeUndefined();
-  });
-});
-
-describe("coerceError", () => {
-  it("keeps errors and wraps everything else", () => {
-    const err = new Error("x");
-    expect(coerceError(err)).toBe(err);
-    expect(coerceError("boom").message).toBe("boom");
-    expect(coerceError({ a: 1 }).message).toContain('{"a":1}');
-    expect(coerceError(undefined)).toBeInstanceOf(Error);
-    const cyclic: Record<string, unknown> = {};
-    cyclic["self"] = cyclic;
-    expect(coerceError(cyclic)).toBeInstanceOf(Error);
   });
 });
