@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
+import { deleteKeysWithPrefix } from "../../src/store/connection.js";
 
 /** Server-wide counters; only their deltas around a window mean anything. */
 export interface RedisSnapshot {
@@ -49,15 +50,8 @@ export function benchPrefix(scenario: string): string {
 }
 
 /** Deletes every key under `prefix` (SCAN + UNLINK, so Redis is never blocked for long). */
-export async function cleanPrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = "0";
-  let removed = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) removed += await redis.unlink(...keys);
-  } while (cursor !== "0");
-  return removed;
+export function cleanPrefix(redis: Redis, prefix: string): Promise<number> {
+  return deleteKeysWithPrefix(redis, prefix);
 }
 
 /** Lowercase random UUIDs: the fast simulator answers any of them with a `running` job. */

@@ -6,6 +6,7 @@ import { entryFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
 import { createLogger } from "../log/logger.js";
 import { startSimulator } from "../sim/simulator.js";
+import { deleteKeysWithPrefix } from "../store/connection.js";
 import { EXIT, parseCommandArgs } from "./common.js";
 import { formatEvent } from "./tail.js";
 
@@ -103,12 +104,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await daemon.stop();
-    let cursor = "0";
-    do {
-      const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-      cursor = next;
-      if (found.length > 0) await redis.del(...found);
-    } while (cursor !== "0");
+    await deleteKeysWithPrefix(redis, prefix);
     redis.disconnect();
     await sim.close();
   }

@@ -55,3 +55,19 @@ export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient
 export function redisReady(redis: RedisClient): boolean {
   return redis.status === "ready";
 }
+
+/**
+ * Deletes every key under `prefix`, with SCAN and UNLINK so Redis is never blocked for long.
+ * For throwaway prefixes (the demo, tests, benchmarks); never point it at a live deployment.
+ * On a Cluster it reaches the node the client asks, which holds a hash-tagged prefix entirely.
+ */
+export async function deleteKeysWithPrefix(redis: RedisClient, prefix: string): Promise<number> {
+  let cursor = "0";
+  let removed = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length > 0) removed += await redis.unlink(...keys);
+  } while (cursor !== "0");
+  return removed;
+}

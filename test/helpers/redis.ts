@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
+import { deleteKeysWithPrefix } from "../../src/store/connection.js";
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -14,12 +15,7 @@ export function redisClient(url = TEST_REDIS_URL): Redis {
 
 /** Deletes every key under the prefix (SCAN, not KEYS, so a shared Redis is not blocked). */
 export async function cleanPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== "0");
+  await deleteKeysWithPrefix(redis, prefix);
 }
 
 /** Waits until `check` returns a value other than undefined/false, polling, with a deadline. */
