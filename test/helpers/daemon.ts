@@ -2,11 +2,12 @@ import { randomUUID } from "node:crypto";
 import { createServer } from "node:net";
 import { Writable } from "node:stream";
 import type { Redis } from "ioredis";
+import { afterEach, beforeEach } from "vitest";
 import type { Job } from "../../src/api/schema.js";
 import { loadConfig } from "../../src/config/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon/daemon.js";
 import type { AnyCloudEvent } from "../../src/events/types.js";
-import type { ScriptedResponse, Simulator } from "../../src/sim/simulator.js";
+import { type ScriptedResponse, type Simulator, startSimulator } from "../../src/sim/simulator.js";
 import { type Keys, keysFor } from "../../src/store/keys.js";
 import { jobBody } from "../fixtures/job.js";
 import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix } from "./redis.js";
@@ -180,4 +181,39 @@ export async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+export interface SimulatorScope {
+  /** This test's simulator. */
+  readonly sim: Simulator;
+  /** Starts this test's daemon against the simulator; it is stopped after the test. */
+  start(opts?: Omit<TestDaemonOptions, "sim">): Promise<TestDaemon>;
+}
+
+/**
+ * Registers the per-test hooks the daemon suites share: a fresh simulator (seeded) before each
+ * test, and after it the test's daemon stopped (its prefix cleaned) and the simulator closed.
+ */
+export function simulatorPerTest(seed: number): SimulatorScope {
+  let sim: Simulator | null = null;
+  let daemon: TestDaemon | null = null;
+  beforeEach(async () => {
+    sim = await startSimulator({ apiKey: TEST_API_KEY, seed });
+  });
+  afterEach(async () => {
+    await daemon?.stop();
+    daemon = null;
+    await sim?.close();
+    sim = null;
+  });
+  return {
+    get sim() {
+      if (sim === null) throw new Error("the simulator exists only inside a test");
+      return sim;
+    },
+    async start(opts = {}) {
+      daemon = await startTestDaemon({ ...opts, sim: this.sim });
+      return daemon;
+    },
+  };
 }

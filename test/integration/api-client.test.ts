@@ -15,6 +15,7 @@ import {
   MAX_JSON_DEPTH,
 } from "../../src/api/client.js";
 import type { PollOutcome } from "../../src/api/outcome.js";
+import { jobBody as fullJobBody } from "../fixtures/job.js";
 
 const API_KEY = "sk-KEY-SENTINEL-0b5e2c";
 const BODY_SENTINEL = "PATIENT-SENTINEL-91d4";
@@ -56,34 +57,12 @@ async function startServer(handler: Handler): Promise<TestServer> {
 }
 
 function jobBody(jobId: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    jobId,
-    submissionId: "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa",
-    partnerSubmissionId: "hy-sub-0001",
+  const patientFields = {
     partnerSubjectId: BODY_SENTINEL,
-    type: "pipeline.run_inference",
-    typeLabel: "Run inference",
-    status: "running",
-    statusLabel: "Running",
-    segment: null,
-    correlationId: null,
-    parentJobId: null,
-    attempts: 1,
-    maxAttempts: 3,
     lastError: BODY_SENTINEL,
     errorDetail: { note: BODY_SENTINEL },
-    queuedAt: "2026-04-20T09:00:00Z",
-    acceptedAt: null,
-    startedAt: "2026-04-20T09:00:02Z",
-    completedAt: null,
-    failedAt: null,
-    slaDeadlineAt: null,
-    processingDurationMs: null,
-    slaBreached: false,
-    createdAt: "2026-04-20T09:00:00Z",
-    updatedAt: "2026-04-20T09:00:02Z",
-    ...overrides,
   };
+  return { ...fullJobBody({ jobId, ...patientFields }), ...overrides };
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown, type = "application/json") {

@@ -2,15 +2,13 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
+import { afterEach, describe, expect, it } from "vitest";
 import { jobBody } from "../fixtures/job.js";
 import {
   logsWith,
   reached,
-  startTestDaemon,
+  simulatorPerTest,
   TEST_API_KEY,
-  type TestDaemon,
   transitions,
 } from "../helpers/daemon.js";
 import { waitFor } from "../helpers/redis.js";
@@ -21,18 +19,10 @@ import { readUntil } from "../helpers/streams.js";
  * nothing and removes nothing; the daemon probes every POLLER_AUTH_RETRY_MS and resumes by itself.
  */
 
-let sim: Simulator;
-let t: TestDaemon | null = null;
+const scope = simulatorPerTest(14);
 let dir: string | null = null;
 
-beforeEach(async () => {
-  sim = await startSimulator({ apiKey: TEST_API_KEY, seed: 14 });
-});
-
 afterEach(async () => {
-  await t?.stop();
-  t = null;
-  await sim.close();
   if (dir !== null) await rm(dir, { recursive: true, force: true });
   dir = null;
 });
@@ -40,7 +30,7 @@ afterEach(async () => {
 /** Jobs that run until a scripted `succeeded` is queued for them. */
 function runningJobs(n: number): string[] {
   return Array.from({ length: n }, () =>
-    sim.addJob({ steps: [{ afterMs: 0, status: "running" }] }),
+    scope.sim.addJob({ steps: [{ afterMs: 0, status: "running" }] }),
   );
 }
 
@@ -48,20 +38,22 @@ function runningJobs(n: number): string[] {
 function finish(jobIds: readonly string[]): void {
   const updatedAt = new Date(Date.now() + 60_000).toISOString();
   for (const jobId of jobIds) {
-    sim.script(jobId, [{ status: 200, body: jobBody({ jobId, status: "succeeded", updatedAt }) }]);
+    scope.sim.script(jobId, [
+      { status: 200, body: jobBody({ jobId, status: "succeeded", updatedAt }) },
+    ]);
   }
 }
 
 describe("a rejected API key", () => {
   it("pauses every job without events or removals, and resumes when the key works again", async () => {
     const jobs = runningJobs(3);
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     const { redis, keys, daemon } = t;
     await redis.sadd(keys.pending, ...jobs);
     await readUntil(redis, keys.events, (ev) => jobs.every((j) => reached(j, "running")(ev)));
     expect(daemon.readiness().ready).toBe(true);
 
-    sim.setApiKey(`other-${randomUUID()}`);
+    scope.sim.setApiKey(`other-${randomUUID()}`);
     await waitFor(() => !daemon.readiness().ready, { what: "the auth pause" });
     const readiness = daemon.readiness();
     expect(readiness.checks["apiKey"]).toEqual({ ok: false, reason: expect.stringMatching(/401/) });
@@ -78,7 +70,7 @@ describe("a rejected API key", () => {
     expect(logsWith(t.logs, "API key rejected: polling paused for all jobs")).toHaveLength(1);
 
     finish(jobs);
-    sim.setApiKey(TEST_API_KEY);
+    scope.sim.setApiKey(TEST_API_KEY);
     await waitFor(() => daemon.readiness().ready, { what: "readiness after the key works" });
     const events = await readUntil(redis, keys.events, (ev) =>
       jobs.every((j) => reached(j, "succeeded")(ev)),
@@ -96,10 +88,10 @@ describe("a rejected API key", () => {
     const oldKey = `old-${randomUUID()}`;
     const newKey = `new-${randomUUID()}`;
     await writeFile(keyFile, `${oldKey}\n`);
-    sim.setApiKey(newKey);
+    scope.sim.setApiKey(newKey);
     const jobs = runningJobs(2);
 
-    t = await startTestDaemon({ sim, env: { IDUNOX_API_KEY_FILE: keyFile } });
+    const t = await scope.start({ env: { IDUNOX_API_KEY_FILE: keyFile } });
     const { redis, keys, daemon } = t;
     await redis.sadd(keys.pending, ...jobs);
     await waitFor(() => !daemon.readiness().ready, { what: "the auth pause" });

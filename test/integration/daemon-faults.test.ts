@@ -1,18 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { JobStatus } from "../../src/api/schema.js";
 import type { CloudEvent } from "../../src/events/types.js";
-import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
 import { jobBody } from "../fixtures/job.js";
-import {
-  answers,
-  eventsOf,
-  reached,
-  startTestDaemon,
-  TEST_API_KEY,
-  type TestDaemon,
-  transitions,
-} from "../helpers/daemon.js";
+import { answers, eventsOf, reached, simulatorPerTest, transitions } from "../helpers/daemon.js";
 import { checkExactlyOnce } from "../helpers/invariants.js";
 import { readAll, readUntil } from "../helpers/streams.js";
 
@@ -21,31 +12,20 @@ import { readAll, readUntil } from "../helpers/streams.js";
  * or duplicate one; invalid answers emit no transition and, after a streak, one poll_failed.
  */
 
-let sim: Simulator;
-let t: TestDaemon | null = null;
-
-beforeEach(async () => {
-  sim = await startSimulator({ apiKey: TEST_API_KEY, seed: 13 });
-});
-
-afterEach(async () => {
-  await t?.stop();
-  t = null;
-  await sim.close();
-});
+const scope = simulatorPerTest(13);
 
 // A request timeout well under the hang below, and under half the smallest lease.
 const FAULT_ENV = { POLLER_REQUEST_TIMEOUT_MS: "200", POLLER_LEASE_MS: "1000" };
 
 describe("transient failures", () => {
   it("rides out 429 with Retry-After, 5xx, a hang and connection resets, with each event once", async () => {
-    const jobId = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
+    const jobId = scope.sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
     const [queued, running, succeeded] = answers(jobId, [
       { status: "queued", startedAt: null },
       { status: "running" },
       { status: "succeeded" },
     ]);
-    sim.script(jobId, [
+    scope.sim.script(jobId, [
       { status: 429, body: { error: "rate_limited" }, headers: { "retry-after": "1" } },
       { status: 500, body: { error: "boom" } },
       { status: 503, body: { error: "unavailable" } },
@@ -58,7 +38,7 @@ describe("transient failures", () => {
       { status: 200, reset: true },
       succeeded!,
     ]);
-    t = await startTestDaemon({ sim, env: FAULT_ENV });
+    const t = await scope.start({ env: FAULT_ENV });
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
 
@@ -71,7 +51,7 @@ describe("transient failures", () => {
     expect(mine.map((e) => e.sequence)).toEqual(["0000000001", "0000000002", "0000000003"]);
     expect(new Set(mine.map((e) => e.id)).size).toBe(3);
     // Every scripted answer was consumed in order (one per attempt), and nothing after the end.
-    expect(sim.stats().byJob.get(jobId)).toBe(10);
+    expect(scope.sim.stats().byJob.get(jobId)).toBe(10);
     expect(await t.redis.sismember(t.keys.pending, jobId)).toBe(0);
     expect(await t.redis.xlen(t.keys.alerts)).toBe(0);
     const failures = t.logs.filter((l) => l["jobId"] === jobId && l["msg"] === "jobs api attempt");
@@ -83,7 +63,7 @@ describe("transient failures", () => {
     const finals = new Map<string, JobStatus>();
     for (let i = 0; i < 6; i++) {
       const deadLetter = i % 3 === 0;
-      const jobId = sim.addJob({
+      const jobId = scope.sim.addJob({
         maxAttempts: 2,
         steps: [
           { afterMs: 0, status: "queued" },
@@ -93,7 +73,7 @@ describe("transient failures", () => {
       });
       finals.set(jobId, deadLetter ? "dead_letter" : "succeeded");
     }
-    sim.setFaults({
+    scope.sim.setFaults({
       error5xx: 0.15,
       status5xx: 500,
       rateLimit: 0.03,
@@ -104,7 +84,7 @@ describe("transient failures", () => {
       schemaBreak: 0.05,
       wrongJobId: 0.05,
     });
-    t = await startTestDaemon({ sim, env: { ...FAULT_ENV, POLLER_FAILURE_ALERT_AFTER: "3" } });
+    const t = await scope.start({ env: { ...FAULT_ENV, POLLER_FAILURE_ALERT_AFTER: "3" } });
     await t.redis.sadd(t.keys.pending, ...finals.keys());
     await readUntil(t.redis, t.keys.events, (ev) =>
       [...finals].every(([jobId, status]) => reached(jobId, status)(ev)),
@@ -130,19 +110,19 @@ describe("transient failures", () => {
 describe("invalid answers", () => {
   it("emits no transition from a broken answer, and one poll_failed without body values", async () => {
     const SECRET = `SENTINEL-${randomUUID()}`;
-    const jobId = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
+    const jobId = scope.sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
     const broken = (over: Record<string, unknown>) => ({
       status: 200,
       body: { ...jobBody({ jobId, partnerSubjectId: SECRET, lastError: SECRET }), ...over },
     });
-    sim.script(jobId, [
+    scope.sim.script(jobId, [
       { status: 200, body: `{"jobId":"${jobId}","status":"${SECRET}` },
       broken({ status: SECRET }),
       broken({ jobId: randomUUID(), status: "succeeded" }),
       broken({ attempts: -1, typeLabel: SECRET }),
       ...answers(jobId, [{ status: "running" }, { status: "running" }, { status: "succeeded" }]),
     ]);
-    t = await startTestDaemon({ sim, env: { POLLER_FAILURE_ALERT_AFTER: "3" } });
+    const t = await scope.start({ env: { POLLER_FAILURE_ALERT_AFTER: "3" } });
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
 
@@ -161,7 +141,7 @@ describe("invalid answers", () => {
     expect(failed.data.reason).not.toContain("succeeded");
     expect(mine.map((e) => Number(e.sequence))).toEqual([1, 2, 3]);
     // The fourth broken answer continued the streak without a second alert; polling went on.
-    expect(sim.stats().byJob.get(jobId)).toBe(7);
+    expect(scope.sim.stats().byJob.get(jobId)).toBe(7);
     const alerts = await readAll(t.redis, t.keys.alerts);
     expect(alerts.map((a) => a.event)).toEqual([failed]);
 

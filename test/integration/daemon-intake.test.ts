@@ -1,47 +1,27 @@
 import { randomUUID } from "node:crypto";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { CloudEvent } from "../../src/events/types.js";
-import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
-import {
-  answers,
-  eventsOf,
-  reached,
-  startTestDaemon,
-  TEST_API_KEY,
-  type TestDaemon,
-  transitions,
-} from "../helpers/daemon.js";
+import { answers, eventsOf, reached, simulatorPerTest, transitions } from "../helpers/daemon.js";
 import { waitFor } from "../helpers/redis.js";
 import { readAll, readUntil } from "../helpers/streams.js";
 
 /** CONTRACT §1 and the 404 rule of §2: what happens to each member a producer writes. */
 
-let sim: Simulator;
-let t: TestDaemon | null = null;
+const scope = simulatorPerTest(12);
 
-beforeEach(async () => {
-  sim = await startSimulator({ apiKey: TEST_API_KEY, seed: 12 });
-});
-
-afterEach(async () => {
-  await t?.stop();
-  t = null;
-  await sim.close();
-});
-
-const doneAtOnce = () => sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
+const doneAtOnce = () => scope.sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
 
 describe("the pending set", () => {
   it("picks up a job added while the daemon was down when it starts again", async () => {
     const before = doneAtOnce();
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, before);
     await readUntil(t.redis, t.keys.events, reached(before, "succeeded"));
     await t.daemon.stop();
 
     const whileDown = doneAtOnce();
     await t.redis.sadd(t.keys.pending, whileDown);
-    expect(sim.stats().byJob.get(whileDown)).toBeUndefined();
+    expect(scope.sim.stats().byJob.get(whileDown)).toBeUndefined();
     await t.restart();
     const events = await readUntil(t.redis, t.keys.events, reached(whileDown, "succeeded"));
     expect(transitions(events, whileDown)).toEqual(["null>succeeded"]);
@@ -51,16 +31,16 @@ describe("the pending set", () => {
 
   it("emits nothing again for a finished job that is added again, and lets it go again", async () => {
     const jobId = doneAtOnce();
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, jobId);
     await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
     expect(await t.redis.sismember(t.keys.pending, jobId)).toBe(0);
     const before = await readAll(t.redis, t.keys.events);
-    const polls = sim.stats().byJob.get(jobId) ?? 0;
+    const polls = scope.sim.stats().byJob.get(jobId) ?? 0;
 
     await t.redis.sadd(t.keys.pending, jobId);
     // The producer asked, so it is polled again, found final with nothing new, and removed.
-    await waitFor(() => (sim.stats().byJob.get(jobId) ?? 0) > polls, { what: "the re-poll" });
+    await waitFor(() => (scope.sim.stats().byJob.get(jobId) ?? 0) > polls, { what: "the re-poll" });
     await waitFor(async () => (await t?.redis.sismember(t.keys.pending, jobId)) === 0, {
       what: "the re-added job to leave pending",
     });
@@ -70,8 +50,8 @@ describe("the pending set", () => {
 
   it("rejects every member that is not a job id, once each, and polls a UUID in any case", async () => {
     const bad = ["", "../../etc/passwd", "not-a-uuid", "x".repeat(10_240)];
-    const upper = sim.addJob({ steps: [{ afterMs: 0, status: "running" }] });
-    sim.script(
+    const upper = scope.sim.addJob({ steps: [{ afterMs: 0, status: "running" }] });
+    scope.sim.script(
       upper,
       answers(upper, [{ status: "running" }, { status: "running" }, { status: "succeeded" }]),
     );
@@ -79,7 +59,7 @@ describe("the pending set", () => {
     const twiceMixed = twice.replace(/[a-f]/g, (c) => c.toUpperCase());
     expect(twiceMixed).not.toBe(twice);
 
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, ...bad, upper.toUpperCase(), twice, twiceMixed);
     const events = await readUntil(
       t.redis,
@@ -92,7 +72,7 @@ describe("the pending set", () => {
 
     // Valid ids: requested in lowercase (the client refuses anything else), reported under it.
     expect(transitions(events, upper)).toEqual(["null>running", "running>succeeded"]);
-    expect(sim.stats().byJob.get(upper)).toBe(3);
+    expect(scope.sim.stats().byJob.get(upper)).toBe(3);
     expect(transitions(events, twice)).toEqual(["null>succeeded"]);
     expect(eventsOf(events, twiceMixed)).toEqual([]);
 
@@ -107,7 +87,7 @@ describe("the pending set", () => {
       expect(event.sequence).toBe("0000000001");
       expect(fields["subject"]).toBe(event.subject);
     }
-    expect(sim.stats().requests).toBe(3 + (sim.stats().byJob.get(twice) ?? 0));
+    expect(scope.sim.stats().requests).toBe(3 + (scope.sim.stats().byJob.get(twice) ?? 0));
     expect((await t.redis.smembers(t.keys.rejected)).sort()).toEqual([...bad].sort());
 
     const alerts = await readAll(t.redis, t.keys.alerts);
@@ -121,7 +101,7 @@ describe("the pending set", () => {
 
 describe("404", () => {
   it("waits out a 404 inside the grace, and reports not_found once past it", async () => {
-    const late = sim.addJob({
+    const late = scope.sim.addJob({
       visibleAfterMs: 300,
       steps: [
         { afterMs: 0, status: "queued" },
@@ -129,7 +109,7 @@ describe("404", () => {
       ],
     });
     const missing = randomUUID();
-    t = await startTestDaemon({ sim, env: { POLLER_NOT_FOUND_GRACE_MS: "1500" } });
+    const t = await scope.start({ env: { POLLER_NOT_FOUND_GRACE_MS: "1500" } });
     await t.redis.sadd(t.keys.pending, late, missing);
     const events = await readUntil(
       t.redis,

@@ -1,16 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Job } from "../../src/api/schema.js";
 import type { CloudEvent } from "../../src/events/types.js";
-import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
-import {
-  answers,
-  eventsOf,
-  reached,
-  startTestDaemon,
-  TEST_API_KEY,
-  type TestDaemon,
-  transitions,
-} from "../helpers/daemon.js";
+import { answers, eventsOf, reached, simulatorPerTest, transitions } from "../helpers/daemon.js";
 import { waitFor } from "../helpers/redis.js";
 import { readAll, readUntil } from "../helpers/streams.js";
 
@@ -32,24 +23,13 @@ const ATTRIBUTES = [
   "type",
 ];
 
-let sim: Simulator;
-let t: TestDaemon | null = null;
-
-beforeEach(async () => {
-  sim = await startSimulator({ apiKey: TEST_API_KEY, seed: 11 });
-});
-
-afterEach(async () => {
-  await t?.stop();
-  t = null;
-  await sim.close();
-});
+const scope = simulatorPerTest(11);
 
 /** A job the simulator knows (it ends succeeded if ever polled past its script). */
 function scriptedJob(steps: ReadonlyArray<Partial<Job>>): { jobId: string; bodies: Job[] } {
-  const jobId = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
+  const jobId = scope.sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
   const scripted = answers(jobId, steps);
-  sim.script(jobId, scripted);
+  scope.sim.script(jobId, scripted);
   return { jobId, bodies: scripted.map((a) => a.body as Job) };
 }
 
@@ -62,7 +42,7 @@ describe("lifecycles", () => {
       { status: "running" },
       { status: "succeeded", completedAt: "2026-04-20T09:00:05.000Z" },
     ]);
-    t = await startTestDaemon({ sim, beforeStart: (r, k) => r.sadd(k.pending, jobId) });
+    const t = await scope.start({ beforeStart: (r, k) => r.sadd(k.pending, jobId) });
     const { redis, keys } = t;
 
     // Sampled while the daemon works: whenever the job is gone from pending, its final event
@@ -139,7 +119,7 @@ describe("lifecycles", () => {
       { status: "running", attempts: 2, maxAttempts: 2, lastError: "first try failed" },
       { status: "dead_letter", attempts: 2, maxAttempts: 2, lastError: "second try failed" },
     ]);
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, (ev) =>
       eventsOf(ev, jobId).some((e) => e.type === "idunox.job.dead_lettered"),
@@ -186,7 +166,7 @@ describe("lifecycles", () => {
       { status: "running", attempts: 2, maxAttempts: 3, lastError: "flaky" },
       { status: "succeeded", attempts: 2, maxAttempts: 3, lastError: "flaky" },
     ]);
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
     expect(transitions(events, jobId)).toEqual([
@@ -196,16 +176,16 @@ describe("lifecycles", () => {
       "running>succeeded",
     ]);
     // Every scripted answer was asked for: the failed job was polled on, not dropped.
-    expect(sim.stats().byJob.get(jobId)).toBe(6);
+    expect(scope.sim.stats().byJob.get(jobId)).toBe(6);
     expect(eventsOf(events, jobId).map((e) => Number(e.sequence))).toEqual([1, 2, 3, 4]);
     expect(await t.redis.sismember(t.keys.pending, jobId)).toBe(0);
     expect(await t.redis.xlen(t.keys.alerts)).toBe(0);
   });
 
   it("ignores a stale answer: an older updatedAt with an earlier status changes nothing", async () => {
-    const jobId = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
+    const jobId = scope.sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }] });
     const at = (s: number) => `2026-04-20T09:00:0${s}.000Z`;
-    sim.script(
+    scope.sim.script(
       jobId,
       answers(jobId, [
         { status: "running", updatedAt: at(5) },
@@ -215,12 +195,12 @@ describe("lifecycles", () => {
         { status: "succeeded", updatedAt: at(7) },
       ]),
     );
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
     expect(transitions(events, jobId)).toEqual(["null>running", "running>succeeded"]);
     expect(eventsOf(events, jobId)).toHaveLength(2);
-    expect(sim.stats().byJob.get(jobId)).toBe(5);
+    expect(scope.sim.stats().byJob.get(jobId)).toBe(5);
   });
 });
 
@@ -232,7 +212,7 @@ describe("SLA breaches", () => {
       { status: "running", slaBreached: true },
       { status: "succeeded", slaBreached: true },
     ]);
-    t = await startTestDaemon({ sim });
+    const t = await scope.start();
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
     const sla = eventsOf(events, jobId).filter((e) => e.type === "idunox.job.sla_breached");
@@ -253,7 +233,7 @@ describe("SLA breaches", () => {
       ...Array.from({ length: 12 }, () => running),
       { ...running, status: "succeeded" },
     ]);
-    t = await startTestDaemon({ sim, env: { POLLER_MAX_INTERVAL_MS: "100" } });
+    const t = await scope.start({ env: { POLLER_MAX_INTERVAL_MS: "100" } });
     await t.redis.sadd(t.keys.pending, jobId);
     const events = await readUntil(t.redis, t.keys.events, reached(jobId, "succeeded"));
     const sla = eventsOf(events, jobId).filter((e) => e.type === "idunox.job.sla_breached");

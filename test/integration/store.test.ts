@@ -188,74 +188,51 @@ describe("store", () => {
   });
 });
 
+// The file's beforeEach/afterEach give every test below its own prefix, store and clean-up.
 describe("store intake without a diff", () => {
   it("does no O(N) diff when not allowed, and hands out what the last diff found", async () => {
-    const r = redisClient();
-    const p = testPrefix();
-    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
-    try {
-      const ids = Array.from({ length: 5 }, () => randomUUID());
-      await r.sadd(s.keys.pending, ...ids);
-      const skipped = await s.intake(2, false, false);
-      expect(skipped).toMatchObject({ added: 0, diffed: false });
-      const first = await s.intake(2, false, true);
-      expect(first).toMatchObject({ added: 2, remaining: 3, diffed: true });
-      // The rest comes from the scratch set, with no new diff.
-      const rest = await s.intake(10, false, false);
-      expect(rest).toMatchObject({ added: 3, remaining: 0, diffed: false });
-    } finally {
-      await cleanPrefix(r, p);
-      r.disconnect();
-    }
+    const ids = Array.from({ length: 5 }, () => randomUUID());
+    await redis.sadd(store.keys.pending, ...ids);
+    const skipped = await store.intake(2, false, false);
+    expect(skipped).toMatchObject({ added: 0, diffed: false });
+    const first = await store.intake(2, false, true);
+    expect(first).toMatchObject({ added: 2, remaining: 3, diffed: true });
+    // The rest comes from the scratch set, with no new diff.
+    const rest = await store.intake(10, false, false);
+    expect(rest).toMatchObject({ added: 3, remaining: 0, diffed: false });
   });
 });
 
 describe("store against keys of the wrong type", () => {
   it("refuses a decision before writing anything when a stream key is not a stream", async () => {
-    const r = redisClient();
-    const p = testPrefix();
-    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
-    try {
-      const a = randomUUID();
-      await r.sadd(s.keys.pending, a);
-      await s.intake(10, false);
-      const [job] = (await s.claim(1000, 10, 30_000)).jobs;
-      if (!job) throw new Error("no job claimed");
-      await r.set(s.keys.alerts, "not a stream");
-      const write = {
-        id: a,
-        lease: job.lease,
-        expectedVersion: 0,
-        state: { ...initialState("e"), version: 1, sequence: 1 },
-        nextDueAt: 5000,
-        events: [statusEvent(a, 1)],
-      };
-      await expect(s.apply([write], 1000)).rejects.toThrow(/WRONGTYPE/);
-      // Nothing moved: no state, no event, the lease still held, so a retry can still land.
-      expect(await r.hget(s.keys.state, a)).toBeNull();
-      expect(await r.exists(s.keys.events)).toBe(0);
-      await r.del(s.keys.alerts);
-      expect(await s.apply([write], 1000)).toEqual([ApplyCode.Written]);
-    } finally {
-      await cleanPrefix(r, p);
-      r.disconnect();
-    }
+    const a = randomUUID();
+    await redis.sadd(store.keys.pending, a);
+    await store.intake(10, false);
+    const [job] = (await store.claim(1000, 10, 30_000)).jobs;
+    if (!job) throw new Error("no job claimed");
+    await redis.set(store.keys.alerts, "not a stream");
+    const write = {
+      id: a,
+      lease: job.lease,
+      expectedVersion: 0,
+      state: { ...initialState("e"), version: 1, sequence: 1 },
+      nextDueAt: 5000,
+      events: [statusEvent(a, 1)],
+    };
+    await expect(store.apply([write], 1000)).rejects.toThrow(/WRONGTYPE/);
+    // Nothing moved: no state, no event, the lease still held, so a retry can still land.
+    expect(await redis.hget(store.keys.state, a)).toBeNull();
+    expect(await redis.exists(store.keys.events)).toBe(0);
+    await redis.del(store.keys.alerts);
+    expect(await store.apply([write], 1000)).toEqual([ApplyCode.Written]);
   });
 
   it("gives the state of a job a producer removed an expiry", async () => {
-    const r = redisClient();
-    const p = testPrefix();
-    const s = new Store(r, { prefix: p, streamMaxLen: 10_000, stateTtlMs: 60_000 });
-    try {
-      const a = randomUUID();
-      await r.sadd(s.keys.pending, a);
-      await s.intake(10, false);
-      await r.srem(s.keys.pending, a);
-      expect((await s.intake(10, false)).untracked).toBe(1);
-      expect(await r.zscore(s.keys.expiry, a)).not.toBeNull();
-    } finally {
-      await cleanPrefix(r, p);
-      r.disconnect();
-    }
+    const a = randomUUID();
+    await redis.sadd(store.keys.pending, a);
+    await store.intake(10, false);
+    await redis.srem(store.keys.pending, a);
+    expect((await store.intake(10, false)).untracked).toBe(1);
+    expect(await redis.zscore(store.keys.expiry, a)).not.toBeNull();
   });
 });
