@@ -20,22 +20,6 @@ Commands:
 
 Run "idunox-poller <command> --help" for a command's options.`;
 
-const SIMULATE_HELP = `Usage: idunox-poller simulate [options]
-
-Runs the built-in Jobs API simulator until SIGTERM/SIGINT. Logs go to stderr; job ids (or one
-JSON line {"url","jobIds"} with --json) go to stdout.
-
-Options:
-  --port N          port to listen on (default 4010; 0 for any free port)
-  --host HOST       address to bind (default 127.0.0.1)
-  --jobs N          add N jobs with random realistic lifecycles
-  --json            print {"url","jobIds"} as one JSON line
-  --seed N          seed of the lifecycles and faults (random by default)
-  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY or sim-key)
-  --fast            benchmark mode: every uuid exists and is running
-  --auto-create     unknown uuids get a random lifecycle on first sight
-Exit codes: 0 stopped by a signal, 1 failure, 2 usage.`;
-
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -50,10 +34,6 @@ async function main(argv: string[]): Promise<number> {
     case "demo":
       return runDemoCommand(rest);
     case "simulate":
-      if (rest.includes("--help") || rest.includes("-h")) {
-        process.stdout.write(`${SIMULATE_HELP}\n`);
-        return EXIT.ok;
-      }
       await runSimulatorCli(rest, process.env);
       return EXIT.ok;
     case undefined:
@@ -73,13 +53,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    // node:util parseArgs errors (the simulator parses its own options) are usage errors too.
-    const code = (err as { code?: unknown } | null)?.code;
-    if (
-      err instanceof UsageError ||
-      (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))
-    ) {
-      process.stderr.write(`idunox-poller: ${(err as Error).message}\n`);
+    if (err instanceof UsageError) {
+      process.stderr.write(`idunox-poller: ${err.message}\n`);
       process.exitCode = EXIT.usage;
       return;
     }

@@ -1,5 +1,5 @@
-import { parseArgs } from "node:util";
 import pino from "pino";
+import { parseCommandArgs } from "../cli/common.js";
 import { randomSeed } from "./random.js";
 import { startSimulator } from "./simulator.js";
 
@@ -19,22 +19,37 @@ function integer(name: string, value: string | undefined, fallback: number, min:
  * per line, or as one JSON line `{"url", "jobIds"}` with `--json`; the log goes to stderr so
  * that stdout stays machine-readable.
  */
+const HELP = `Usage: idunox-poller simulate [options]
+
+Runs the built-in Jobs API simulator until SIGTERM/SIGINT. Logs go to stderr; job ids (or one
+JSON line {"url","jobIds"} with --json) go to stdout.
+
+Options:
+  --port N          port to listen on (default 4010; 0 for any free port)
+  --host HOST       address to bind (default 127.0.0.1)
+  --jobs N          add N jobs with random realistic lifecycles
+  --json            print {"url","jobIds"} as one JSON line
+  --seed N          seed of the lifecycles and faults (random by default)
+  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY or sim-key)
+  --fast            benchmark mode: every uuid exists and is running
+  --auto-create     unknown uuids get a random lifecycle on first sight
+Exit codes: 0 stopped by a signal, 1 failure, 2 usage.`;
+
 export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      fast: { type: "boolean" },
-      "auto-create": { type: "boolean" },
-      seed: { type: "string" },
-      jobs: { type: "string" },
-      json: { type: "boolean" },
-      "api-key": { type: "string" },
-    },
+  const { values } = parseCommandArgs(argv, {
+    port: { type: "string" },
+    host: { type: "string" },
+    fast: { type: "boolean" },
+    "auto-create": { type: "boolean" },
+    seed: { type: "string" },
+    jobs: { type: "string" },
+    json: { type: "boolean" },
+    "api-key": { type: "string" },
   });
+  if (values.help) {
+    process.stdout.write(`${HELP}\n`);
+    return;
+  }
   const port = integer("port", values.port, DEFAULT_PORT, 0);
   const seed = integer("seed", values.seed, randomSeed(), 0);
   const jobs = integer("jobs", values.jobs, 0, 0);
