@@ -223,8 +223,8 @@ export class Poller {
       }
       // Keep up to one batch beyond the concurrency claimed, so workers never wait on Redis.
       // Claim before the queue runs dry, in batches big enough to be worth a round trip.
-      const room = s.concurrency * 2 - this.queue.length - this.inFlight.size;
-      if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 8)) {
+      const room = s.concurrency * 3 - this.queue.length - this.inFlight.size;
+      if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2)) {
         await this.claimWake.wait(s.idleWakeMs);
         continue;
       }
@@ -426,9 +426,20 @@ export class Poller {
   private write(write: DecisionWrite): Promise<ApplyCode | null> {
     return new Promise((resolve) => {
       this.applyQueue.push({ write, resolve });
-      this.flush();
+      // Decisions made in the same turn of the event loop (many responses arrive together)
+      // go out in one call: the flush waits for the turn to end.
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.scheduledFlush);
+      }
     });
   }
+
+  private flushScheduled = false;
+  private readonly scheduledFlush = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
 
   /**
    * Starts applyDecisions calls while there is room: up to MAX_APPLY_CALLS at once, so one
