@@ -3,7 +3,6 @@ import type { IncomingHttpHeaders } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import pRetry from "p-retry";
 import type { Logger } from "pino";
-import type { Dispatcher } from "undici";
 import { Pool } from "undici";
 import {
   ApiAuthError,
@@ -13,6 +12,7 @@ import {
   parseRetryAfter,
   reasonOf,
 } from "./errors.js";
+import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
 import { describeIssues, jobSchema } from "./schema.js";
 
@@ -40,8 +40,6 @@ export interface JobsClientOptions {
   userAgent?: string;
 }
 
-type Body = Dispatcher.ResponseData["body"];
-
 // Only this shape is ever put in a path: nothing a producer wrote can steer the request elsewhere.
 const LOWERCASE_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // Header values undici would reject, or that a stray newline from a key file would corrupt.
@@ -58,8 +56,6 @@ export const MAX_JSON_DEPTH = 100;
 
 const NOT_FOUND: PollOutcome = Object.freeze({ kind: "not_found" });
 const ABORTED: PollOutcome = Object.freeze({ kind: "transient", reason: "aborted" });
-
-const noop = () => {};
 
 function invalid(reason: string): PollOutcome {
   return { kind: "invalid", reason };
@@ -100,60 +96,6 @@ function exceedsDepth(text: Buffer, max: number): boolean {
   return false;
 }
 
-function prematureClose(): Error {
-  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-}
-
-/**
- * The whole body, or null as soon as it passes `max` bytes: nothing past the cap is read, the
- * stream is destroyed there. Plain listeners rather than `for await`, whose
- * async iterator costs a generator and a promise per chunk on every poll. Rejects with the
- * stream's error (e.g. the deadline's abort reason), as the iterator did.
- */
-function readCapped(body: Body, max: number): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = () => {
-      body.off("data", onData);
-      body.off("end", onEnd);
-      body.off("error", onError);
-      body.off("close", onClose);
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        done();
-        // Stop reading now, as leaving a `for await` would; the socket goes with it.
-        body.on("error", noop);
-        body.destroy();
-        resolve(null);
-      } else chunks.push(chunk);
-    };
-    const onEnd = () => {
-      done();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
-    };
-    const onError = (err: Error) => {
-      done();
-      reject(err);
-    };
-    const onClose = () => {
-      done();
-      reject(prematureClose());
-    };
-    body.on("data", onData).on("end", onEnd).on("error", onError).on("close", onClose);
-  });
-}
-
-async function drain(body: Body): Promise<void> {
-  await body.dump({ limit: DRAIN_LIMIT_BYTES });
-}
-
-function onDeadline(controller: AbortController): void {
-  controller.abort(new ApiTransientError("timeout"));
-}
-
 /**
  * The Jobs API over one keep-alive undici Pool. `poll` never throws for anything the API or the
  * network does: it retries what is transient and returns a PollOutcome. The API key is read per
@@ -166,9 +108,14 @@ export class JobsClient {
   readonly #opts: JobsClientOptions;
   readonly #userAgent: string;
   #closing: Promise<void> | undefined;
-  readonly #inFlight = new Set<AbortController>();
+  readonly #inFlight = new Set<Exchange>();
+  readonly #forgetExchange = (exchange: Exchange) => this.#inFlight.delete(exchange);
+  /** Checks the deadlines of the requests in flight; runs while the client is open. */
+  #sweeper: NodeJS.Timeout | undefined;
   /** Aborted by abortInFlight(): ends retry waits as well as requests. */
   readonly #stop = new AbortController();
+  readonly #pollLimits: ExchangeLimits;
+  readonly #probeLimits: ExchangeLimits;
 
   constructor(opts: JobsClientOptions) {
     const url = new URL(opts.baseUrl);
@@ -188,6 +135,12 @@ export class JobsClient {
       headersTimeout: opts.requestTimeoutMs,
       bodyTimeout: opts.requestTimeoutMs,
     });
+    this.#pollLimits = {
+      keep: (status, headers) => status === 200 && isJsonMediaType(headers["content-type"]),
+      maxBodyBytes: opts.maxBodyBytes,
+      drainLimitBytes: DRAIN_LIMIT_BYTES,
+    };
+    this.#probeLimits = { ...this.#pollLimits, keep: () => false };
   }
 
   async poll(jobId: string, opts: { signal?: AbortSignal } = {}): Promise<PollOutcome> {
@@ -248,7 +201,7 @@ export class JobsClient {
    */
   abortInFlight(): void {
     this.#stop.abort();
-    for (const controller of this.#inFlight) controller.abort(new ApiTransientError("aborted"));
+    for (const exchange of this.#inFlight) exchange.abort(new ApiTransientError("aborted"));
   }
 
   /**
@@ -262,10 +215,7 @@ export class JobsClient {
     let status: number | undefined;
     let result: "ok" | "auth" | "down";
     try {
-      status = await this.#exchange(jobId, requestId, undefined, async (res) => {
-        await drain(res.body);
-        return res.statusCode;
-      });
+      status = (await this.#exchange(jobId, requestId, undefined, this.#probeLimits)).status;
       if (status === 200 || status === 404) result = "ok";
       else if (status === 401 || status === 403) result = "auth";
       else result = "down";
@@ -281,7 +231,10 @@ export class JobsClient {
 
   /** Waits for requests in flight, then closes every connection. Safe to call twice. */
   close(): Promise<void> {
-    this.#closing ??= this.#pool.close();
+    this.#closing ??= this.#pool.close().finally(() => {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    });
     return this.#closing;
   }
 
@@ -291,10 +244,9 @@ export class JobsClient {
     const t0 = performance.now();
     let status: number | undefined;
     try {
-      const outcome = await this.#exchange(jobId, requestId, signal, (res) => {
-        status = res.statusCode;
-        return this.#interpret(jobId, res);
-      });
+      const answer = await this.#exchange(jobId, requestId, signal, this.#pollLimits);
+      status = answer.status;
+      const outcome = this.#interpret(jobId, answer);
       const reason = outcome.kind === "invalid" ? outcome.reason : undefined;
       this.#report(jobId, requestId, outcome.kind, status, t0, reason, signal);
       return outcome;
@@ -305,26 +257,42 @@ export class JobsClient {
   }
 
   /**
-   * Sends GET for `jobId` under an overall deadline and hands the response to `handle`. Whatever
-   * `handle` did or threw, the body is destroyed if it was left unread: an unread undici body
-   * pins its socket.
+   * Sends GET for `jobId` and resolves with the answer once its body is read (or cut off at its
+   * cap). Rejects when the request fails, when `signal` or abortInFlight() aborts it, and at its
+   * deadline (`requestTimeoutMs` from now, checked by the sweep).
    */
-  async #exchange<T>(
+  #exchange(
     jobId: string,
     requestId: string,
     signal: AbortSignal | undefined,
-    handle: (res: Dispatcher.ResponseData) => Promise<T>,
-  ): Promise<T> {
+    limits: ExchangeLimits,
+  ): Promise<Answer> {
     const key = this.#readKey();
-    const controller = new AbortController();
-    if (this.#stop.signal.aborted) controller.abort(new ApiTransientError("aborted"));
-    const timer = setTimeout(onDeadline, this.#opts.requestTimeoutMs, controller);
-    const onCallerAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener("abort", onCallerAbort, { once: true });
-    this.#inFlight.add(controller);
-    let body: Body | undefined;
-    try {
-      const res = await this.#pool.request({
+    const exchange = new Exchange(
+      limits,
+      performance.now() + this.#opts.requestTimeoutMs,
+      this.#forgetExchange,
+    );
+    if (this.#stop.signal.aborted) {
+      exchange.abort(new ApiTransientError("aborted"));
+      return exchange.promise;
+    }
+    this.#inFlight.add(exchange);
+    this.#sweeper ??= this.#startSweeper();
+    if (signal !== undefined) {
+      // Rare (the retry path): the poll loop's own requests pass no signal.
+      const onAbort = () => exchange.abort(coerceAbortReason(signal.reason));
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener("abort", onAbort, { once: true });
+        void exchange.promise.then(
+          () => signal.removeEventListener("abort", onAbort),
+          () => signal.removeEventListener("abort", onAbort),
+        );
+      }
+    }
+    this.#pool.dispatch(
+      {
         path: this.#jobsPath + jobId,
         method: "GET",
         headers: {
@@ -333,20 +301,27 @@ export class JobsClient {
           accept: "application/json",
           "user-agent": this.#userAgent,
         },
-        signal: controller.signal,
-      });
-      body = res.body;
-      return await handle(res);
-    } finally {
-      clearTimeout(timer);
-      this.#inFlight.delete(controller);
-      signal?.removeEventListener("abort", onCallerAbort);
-      if (body !== undefined && !body.destroyed) {
-        // destroy() of an unfinished body emits an abort error nobody else listens for.
-        body.on("error", noop);
-        body.destroy();
+      },
+      exchange,
+    );
+    return exchange.promise;
+  }
+
+  /**
+   * One interval for every request's deadline instead of a timer each: a request is aborted
+   * within a tenth of its timeout after it passes (undici's own header and body timers still
+   * bound each phase). Unref'd: an open client alone does not keep the process alive.
+   */
+  #startSweeper(): NodeJS.Timeout {
+    const tick = Math.min(1000, Math.max(5, Math.round(this.#opts.requestTimeoutMs / 10)));
+    const timer = setInterval(() => {
+      const now = performance.now();
+      for (const exchange of this.#inFlight) {
+        if (exchange.deadline <= now) exchange.abort(new ApiTransientError("timeout"));
       }
-    }
+    }, tick);
+    timer.unref();
+    return timer;
   }
 
   #readKey(): string {
@@ -360,10 +335,9 @@ export class JobsClient {
     return key;
   }
 
-  async #interpret(jobId: string, res: Dispatcher.ResponseData): Promise<PollOutcome> {
-    const { statusCode: status, headers, body } = res;
-    if (status === 200) return this.#readJob(jobId, headers, body);
-    await drain(body);
+  #interpret(jobId: string, answer: Answer): PollOutcome {
+    const { status, headers } = answer;
+    if (status === 200) return this.#readJob(jobId, headers, answer);
     if (status === 404) return NOT_FOUND;
     if (status === 401 || status === 403) return { kind: "auth", status };
     if (RETRY_STATUSES.has(status)) {
@@ -374,15 +348,10 @@ export class JobsClient {
     return invalid(`unexpected status (http ${status})`);
   }
 
-  async #readJob(jobId: string, headers: IncomingHttpHeaders, body: Body): Promise<PollOutcome> {
-    if (!isJsonMediaType(headers["content-type"])) {
-      await drain(body);
-      return invalid("unexpected content type");
-    }
-    const max = this.#opts.maxBodyBytes;
-    if (Number(headers["content-length"]) > max) return invalid("body too large");
-    const text = await readCapped(body, max);
-    if (text === null) return invalid("body too large");
+  #readJob(jobId: string, headers: IncomingHttpHeaders, answer: Answer): PollOutcome {
+    if (!isJsonMediaType(headers["content-type"])) return invalid("unexpected content type");
+    const text = answer.body;
+    if (answer.overCap || text === null) return invalid("body too large");
     if (exceedsDepth(text, MAX_JSON_DEPTH)) return invalid("body nested too deeply");
     let value: unknown;
     try {
@@ -424,6 +393,11 @@ export class JobsClient {
       }
     }
   }
+}
+
+/** An abort reason as an Error; a caller may abort with anything. */
+function coerceAbortReason(reason: unknown): Error {
+  return reason instanceof Error ? reason : new ApiTransientError("aborted");
 }
 
 function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {

@@ -1,0 +1,136 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { Dispatcher } from "undici";
+
+/** One answer of the API, with its body when it was worth keeping. */
+export interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** The whole body when `keep` wanted it and it fit its cap; otherwise null. */
+  body: Buffer | null;
+  /** The body passed its cap: reading stopped there and the connection was dropped. */
+  overCap: boolean;
+}
+
+export interface ExchangeLimits {
+  /** Whether a body is worth reading, from the status and headers. */
+  keep: (status: number, headers: IncomingHttpHeaders) => boolean;
+  /** Cap on a kept body. */
+  maxBodyBytes: number;
+  /** Bodies not kept are read and dropped up to this size to keep the connection, then cut off. */
+  drainLimitBytes: number;
+}
+
+/**
+ * One request over undici's dispatch API: the body is collected straight from the parser's
+ * chunks, with no Readable stream, no per-request AbortController and no timer. The owner
+ * enforces the deadline by calling `abort` (see JobsClient's sweep), which settles the
+ * promise at once and drops the connection as soon as undici has one for the request.
+ *
+ * Settles exactly once; whatever undici reports after that is ignored.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  readonly promise: Promise<Answer>;
+  /** performance.now() past which the owner aborts the exchange. */
+  readonly deadline: number;
+  #resolve!: (answer: Answer) => void;
+  #reject!: (err: Error) => void;
+  #settled = false;
+  #controller: Dispatcher.DispatchController | null = null;
+  #abortReason: Error | null = null;
+  readonly #limits: ExchangeLimits;
+  readonly #onSettled: (exchange: Exchange) => void;
+  #status = 0;
+  #headers: IncomingHttpHeaders = {};
+  #keep = false;
+  #chunks: Buffer[] = [];
+  #size = 0;
+
+  constructor(limits: ExchangeLimits, deadline: number, onSettled: (exchange: Exchange) => void) {
+    this.#limits = limits;
+    this.deadline = deadline;
+    this.#onSettled = onSettled;
+    this.promise = new Promise<Answer>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** Ends the exchange with `reason` and drops its connection (now, or once it has one). */
+  abort(reason: Error): void {
+    this.#fail(reason);
+    if (this.#controller !== null) {
+      if (!this.#controller.aborted) this.#controller.abort(reason);
+    } else {
+      this.#abortReason = reason;
+    }
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#abortReason !== null) controller.abort(this.#abortReason);
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    status: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    // 1xx answers are informational: the real one follows on the same request.
+    if (status < 200 || this.#settled) return;
+    this.#status = status;
+    this.#headers = headers;
+    this.#keep = this.#limits.keep(status, headers);
+    if (this.#keep && Number(headers["content-length"]) > this.#limits.maxBodyBytes) {
+      this.#overCap(controller);
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled) return;
+    this.#size += chunk.length;
+    if (this.#keep) {
+      if (this.#size > this.#limits.maxBodyBytes) this.#overCap(controller);
+      else this.#chunks.push(chunk);
+    } else if (this.#size > this.#limits.drainLimitBytes) {
+      this.#overCap(controller);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.#settled) return;
+    const chunks = this.#chunks;
+    let body: Buffer | null = null;
+    if (this.#keep) {
+      body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.#size);
+    }
+    this.#settle();
+    this.#resolve({ status: this.#status, headers: this.#headers, body, overCap: false });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#fail(err);
+  }
+
+  #overCap(controller: Dispatcher.DispatchController): void {
+    this.#settle();
+    this.#resolve({ status: this.#status, headers: this.#headers, body: null, overCap: true });
+    // Reading stops here; the socket goes with the request, as nothing past the cap is wanted.
+    controller.abort(new Error("response body over its cap"));
+  }
+
+  #fail(err: Error): void {
+    if (this.#settled) return;
+    this.#settle();
+    this.#reject(err);
+  }
+
+  #settle(): void {
+    this.#settled = true;
+    this.#chunks = [];
+    this.#onSettled(this);
+  }
+}
