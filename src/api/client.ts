@@ -14,7 +14,7 @@ import {
 } from "./errors.js";
 import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
-import { describeIssues, jobSchema } from "./schema.js";
+import { parseJob } from "./schema.js";
 
 export interface AttemptInfo {
   outcome: PollOutcomeKind;
@@ -359,10 +359,10 @@ export class JobsClient {
     } catch {
       return invalid("body is not json");
     }
-    const parsed = jobSchema.safeParse(value);
-    if (!parsed.success) return invalid(`schema: ${describeIssues(parsed.error)}`);
-    if (parsed.data.jobId.toLowerCase() !== jobId) return invalid("jobId mismatch");
-    return { kind: "ok", job: parsed.data };
+    const parsed = parseJob(value);
+    if (!parsed.ok) return invalid(`schema: ${parsed.issues}`);
+    if (parsed.job.jobId.toLowerCase() !== jobId) return invalid("jobId mismatch");
+    return { kind: "ok", job: parsed.job };
   }
 
   #report(

@@ -1,5 +1,13 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { describeIssues, jobSchema } from "../../../src/api/schema.js";
+import {
+  describeIssues,
+  isValidJob,
+  JOB_STATUSES,
+  JOB_TYPES,
+  jobSchema,
+  parseJob,
+} from "../../../src/api/schema.js";
 
 const SENTINEL = "PATIENT-SENTINEL-7f3a";
 
@@ -179,5 +187,89 @@ describe("describeIssues", () => {
     expect(result.success).toBe(false);
     const text = result.success ? "" : describeIssues(result.error);
     expect(text).toBe("(root): invalid_type");
+  });
+});
+
+describe("parseJob (the hand-written fast path)", () => {
+  const FIELDS = Object.keys(fullBody());
+  // Values chosen to sit on each rule's edge: wrong types, empty and odd strings, near-uuids,
+  // near-dates (bad day, lowercase T, no offset, leap years), unsafe and negative numbers.
+  const edgy = fc.oneof(
+    fc.constantFrom(
+      null,
+      "",
+      "x",
+      0,
+      -0,
+      -1,
+      1.5,
+      2 ** 53,
+      2 ** 53 - 1,
+      true,
+      false,
+      [],
+      {},
+      "BBBBBBBB-BBBB-4BBB-8BBB-BBBBBBBBBBBB",
+      "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbb",
+      "bbbbbbbbbbbb-4bbb-8bbb-bbbbbbbbbbbbb",
+      "gbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb",
+      "2026-04-20T09:00:00Z",
+      "2026-04-20t09:00:00Z",
+      "2026-04-20T09:00:00",
+      "2026-04-20T09:00Z",
+      "2026-04-20T24:00:00Z",
+      "2023-02-29T00:00:00Z",
+      "2024-02-29T00:00:00Z",
+      "2000-02-29T00:00:00Z",
+      "1900-02-29T00:00:00Z",
+      "2026-04-31T00:00:00Z",
+      "2026-04-20T09:00:00.123456789+05:30",
+      "2026-04-20T09:00:00+0530",
+      "2026-04-20T09:00:00.Z",
+      " 2026-04-20T09:00:00Z",
+      "2026-04-20 09:00:00Z",
+      ...JOB_TYPES,
+      ...JOB_STATUSES,
+      "Running",
+    ),
+    fc.tuple(fc.uuid(), fc.boolean()).map(([u, upper]) => (upper ? u.toUpperCase() : u)),
+    fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+    fc.string(),
+    fc.integer(),
+    fc.double(),
+    fc.jsonValue(),
+  );
+  const body = fc
+    .record({
+      changes: fc.array(fc.tuple(fc.constantFrom(...FIELDS), edgy), { maxLength: 3 }),
+      removed: fc.array(fc.constantFrom(...FIELDS), { maxLength: 2 }),
+    })
+    .map(({ changes, removed }) => {
+      const b: Record<string, unknown> = fullBody();
+      for (const [field, value] of changes) b[field] = value;
+      for (const field of removed) delete b[field];
+      return b;
+    });
+
+  it("accepts exactly what zod accepts, on bodies mutated at the edges of each rule", () => {
+    fc.assert(
+      fc.property(fc.oneof(body, fc.jsonValue()), (value) => {
+        // Through JSON, as the client sees it: no undefined values, no shared references.
+        const json = JSON.parse(JSON.stringify(value) ?? "null");
+        expect(isValidJob(json)).toBe(jobSchema.safeParse(json).success);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it("gives the same job as zod when valid, and zod's description when not", () => {
+    const good = fullBody();
+    const fast = parseJob(good);
+    const slow = jobSchema.safeParse(good);
+    expect(fast).toEqual({ ok: true, job: slow.data });
+    const bad = parseJob({ ...fullBody(), attempts: -1, status: "done" });
+    const zodBad = jobSchema.safeParse({ ...fullBody(), attempts: -1, status: "done" });
+    expect(zodBad.success).toBe(false);
+    expect(bad).toEqual({ ok: false, issues: zodBad.success ? "" : describeIssues(zodBad.error) });
   });
 });
