@@ -33,10 +33,13 @@ import {
  *                         clients of the shared Redis do not show up in its CPU and commandstats
  *   BENCH_WINDOW_MS=10000 length of the saturated windows (A/B comparisons of small changes
  *                         need longer windows than the quick run's 4 s to rise above the noise)
+ *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
+ *                         runs, to measure a runtime tuning side by side with the defaults
  */
 
 const env = process.env;
 const quick = env["BENCH_QUICK"] === "1";
+const daemonFlags = (env["BENCH_DAEMON_FLAGS"] ?? "").split(/\s+/).filter((f) => f !== "");
 const only = new Set((env["BENCH_ONLY"] ?? "").split(",").filter((s) => s !== ""));
 const wants = (group: string) => only.size === 0 || only.has(group);
 const concurrencyOverride = env["BENCH_CONCURRENCY"]?.split(",").map(Number);
@@ -212,7 +215,7 @@ async function profileDaemon(ctx: Context): Promise<{ file: string; top: SelfTim
   const dir = join(ROOT, "bench", "results", "profiles");
   mkdirSync(dir, { recursive: true });
   const before = new Set(readdirSync(dir));
-  await saturated(ctx, "daemon", 32, ["--cpu-prof", "--cpu-prof-dir", dir]);
+  await saturated(ctx, "daemon", 32, [...daemonFlags, "--cpu-prof", "--cpu-prof-dir", dir]);
   const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile") && !before.has(f));
   if (file === undefined) return null;
   return { file: relative(ROOT, join(dir, file)), top: topSelfTime(join(dir, file)) };
@@ -251,7 +254,7 @@ async function main(): Promise<void> {
   try {
     const run = async (kind: SubjectKind, c: number) => {
       log(`saturated: ${kind} at concurrency ${c} ...`);
-      const row = await saturated(ctx, kind, c);
+      const row = await saturated(ctx, kind, c, kind === "daemon" ? daemonFlags : []);
       log(`  ${row.pollsPerSec} polls/s, ${row.cpuUsPerPoll} us CPU/poll`);
       throughput.push(row);
     };
@@ -301,6 +304,9 @@ async function main(): Promise<void> {
         "redis cmds/poll",
         "round trips/poll",
         "redis CPU us/poll",
+        "sim CPU us/poll",
+        "machine cores",
+        "machine CPU us/poll",
         "RSS MiB",
       ],
       throughput.map((r) => {
@@ -315,6 +321,9 @@ async function main(): Promise<void> {
           r.redisCommandsPerPoll,
           r.roundTripsPerPoll,
           r.redisCpuUsPerPoll,
+          r.simCpuUsPerPoll,
+          r.machineCores ?? "-",
+          r.machineCpuUsPerPoll ?? "-",
           r.rssMiB,
         ];
       }),
@@ -407,6 +416,7 @@ async function main(): Promise<void> {
       loadAverageAtEnd: loadavg().map((l) => round(l, 2)),
     },
     plan,
+    daemonFlags,
     throughput,
     scale: scaleRows,
     eventLatency: events,

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import type { Redis } from "ioredis";
 import {
   type Subject,
@@ -60,6 +61,12 @@ export interface ThroughputRow {
   redisCommandsPerPoll: number;
   roundTripsPerPoll: number;
   redisCpuUsPerPoll: number;
+  /** The simulator's own CPU per poll: its share of the machine. */
+  simCpuUsPerPoll: number;
+  /** Cores busy on the whole machine during the window (Linux), every process included. */
+  machineCores: number | null;
+  /** Busy CPU of the whole machine per poll: what one poll costs the box, all parties together. */
+  machineCpuUsPerPoll: number | null;
   rssMiB: number;
   topRedisCommands: Array<[string, number]>;
 }
@@ -150,15 +157,35 @@ function startSubject(ctx: Context, s: SubjectSettings): Subject {
   });
 }
 
-export async function simRequests(simUrl: string): Promise<number> {
+async function simStats(simUrl: string): Promise<{ requests: number; cpuUs: number }> {
   const res = await fetch(`${simUrl}/__sim/stats`, { headers: { "x-api-key": API_KEY } });
   if (!res.ok) throw new Error(`simulator stats: HTTP ${res.status}`);
-  return ((await res.json()) as { requests: number }).requests;
+  return (await res.json()) as { requests: number; cpuUs: number };
+}
+
+export async function simRequests(simUrl: string): Promise<number> {
+  return (await simStats(simUrl)).requests;
+}
+
+/** Busy CPU time of the whole machine in µs (Linux /proc/stat), or null elsewhere. */
+async function machineBusyUs(): Promise<number | null> {
+  try {
+    const line = (await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "";
+    const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    const busy = ticks.reduce((a, b) => a + b, 0) - (ticks[3] ?? 0) - (ticks[4] ?? 0);
+    return busy * (1e6 / 100); // USER_HZ is 100 on Linux
+  } catch {
+    return null;
+  }
 }
 
 interface Window {
   seconds: number;
   polls: number;
+  simCpuUs: number;
+  /** Cores the whole machine kept busy in the window (every process), when known. */
+  machineCores: number | null;
   start: SubjectSample;
   end: SubjectSample;
   redis: ReturnType<typeof redisDelta>;
@@ -171,20 +198,25 @@ async function measure(
   simUrl: string,
   ms: number,
 ): Promise<Window> {
-  const [start, q0, r0] = await Promise.all([
+  const [start, q0, r0, m0] = await Promise.all([
     subject.sample(),
-    simRequests(simUrl),
+    simStats(simUrl),
     snapshotRedis(ctx.redis),
+    machineBusyUs(),
   ]);
   await sleep(ms);
-  const [end, q1, r1] = await Promise.all([
+  const [end, q1, r1, m1] = await Promise.all([
     subject.sample(),
-    simRequests(simUrl),
+    simStats(simUrl),
     snapshotRedis(ctx.redis),
+    machineBusyUs(),
   ]);
+  const seconds = (end.at - start.at) / 1000;
   return {
-    seconds: (end.at - start.at) / 1000,
-    polls: q1 - q0,
+    seconds,
+    polls: q1.requests - q0.requests,
+    simCpuUs: q1.cpuUs - q0.cpuUs,
+    machineCores: m0 !== null && m1 !== null ? (m1 - m0) / (seconds * 1e6) : null,
     start,
     end,
     redis: redisDelta(r0, r1),
@@ -242,6 +274,10 @@ export async function saturated(
       redisCommandsPerPoll: round(w.redis.commands / polls, 2),
       roundTripsPerPoll: round((w.end.redisCommandsSent - w.start.redisCommandsSent) / polls, 3),
       redisCpuUsPerPoll: round(w.redis.cpuUs / polls),
+      simCpuUsPerPoll: round(w.simCpuUs / polls),
+      machineCores: w.machineCores === null ? null : round(w.machineCores, 2),
+      machineCpuUsPerPoll:
+        w.machineCores === null ? null : round((w.machineCores * w.seconds * 1e6) / polls),
       rssMiB: round(w.end.rssBytes / MiB),
       topRedisCommands: w.redis.top.map(([name, calls]) => [name, round(calls / polls, 3)]),
     };
