@@ -128,6 +128,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     },
   });
 
+  metrics.readLoopFrom(() => ({ leases: poller.leases, inFlight: poller.requestsInFlight }));
+
   const readiness = (): Readiness => {
     const redisOk = redisReady(redis) && poller.redisHealthy.ok;
     const checks: Readiness["checks"] = {

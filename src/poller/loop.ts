@@ -39,8 +39,6 @@ export interface LoopMetrics {
   events?: { inc(labels: { type: string }, value?: number): void };
   redisErrors?: { inc(labels: { op: string }): void };
   authOk?: { set(value: number): void };
-  leasesHeld?: { set(value: number): void };
-  inFlight?: { set(value: number): void };
   circuitOpen?: { set(value: number): void };
 }
 
@@ -66,7 +64,8 @@ const MAX_APPLY_BATCH = 256;
 
 interface Pending {
   write: DecisionWrite;
-  resolve: (code: ApplyCode | null) => void;
+  /** Called once with the write's code, or null when it was given up on at shutdown. */
+  done: (code: ApplyCode | null) => void;
 }
 
 /**
@@ -141,6 +140,11 @@ export class Poller {
 
   get leases(): number {
     return this.queue.length + this.inFlight.size + this.writesPending;
+  }
+
+  /** Polls whose request is out. */
+  get requestsInFlight(): number {
+    return this.inFlight.size;
   }
 
   /**
@@ -283,18 +287,11 @@ export class Poller {
       this.inFlight.add(job);
       void this.work(job).finally(() => {
         this.inFlight.delete(job);
-        this.updateGauges();
         this.idle.fire();
         this.dispatch();
         this.claimWake.fire();
       });
     }
-    this.updateGauges();
-  }
-
-  private updateGauges(): void {
-    this.deps.metrics?.leasesHeld?.set(this.leases);
-    this.deps.metrics?.inFlight?.set(this.inFlight.size);
   }
 
   // ---- one poll --------------------------------------------------------------------------
@@ -365,20 +362,23 @@ export class Poller {
       this.log.error({ jobId: job.id }, "stored job state was unreadable; a new history starts");
     }
     this.writesPending += 1;
-    void this.write({
-      id: job.id,
-      lease: job.lease,
-      expectedVersion: job.state.version,
-      state: decision.state,
-      nextDueAt: decision.nextDueAt,
-      events: decision.events,
-    }).then((code) => {
-      this.writesPending -= 1;
-      this.report(job, outcome, decision, code);
-      this.idle.fire();
-      this.dispatch();
-      this.claimWake.fire();
-    });
+    this.write(
+      {
+        id: job.id,
+        lease: job.lease,
+        expectedVersion: job.state.version,
+        state: decision.state,
+        nextDueAt: decision.nextDueAt,
+        events: decision.events,
+      },
+      (code) => {
+        this.writesPending -= 1;
+        this.report(job, outcome, decision, code);
+        this.idle.fire();
+        this.dispatch();
+        this.claimWake.fire();
+      },
+    );
   }
 
   private report(
@@ -419,20 +419,19 @@ export class Poller {
 
   /**
    * Queues a decision. Writes are batched naturally: while one applyDecisions call is out, the
-   * decisions that arrive meanwhile go together in the next one. Resolves null when the write
-   * was given up on at shutdown with Redis unreachable (nothing was written, so the job is
-   * simply polled again when its lease runs out).
+   * decisions that arrive meanwhile go together in the next one. `done` gets null when the
+   * write was given up on at shutdown with Redis unreachable (nothing was written, so the job
+   * is simply polled again when its lease runs out). A callback rather than a promise: this
+   * runs once per poll.
    */
-  private write(write: DecisionWrite): Promise<ApplyCode | null> {
-    return new Promise((resolve) => {
-      this.applyQueue.push({ write, resolve });
-      // Decisions made in the same turn of the event loop (many responses arrive together)
-      // go out in one call: the flush waits for the turn to end.
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.scheduledFlush);
-      }
-    });
+  private write(write: DecisionWrite, done: Pending["done"]): void {
+    this.applyQueue.push({ write, done });
+    // Decisions made in the same turn of the event loop (many responses arrive together)
+    // go out in one call: the flush waits for the turn to end.
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.scheduledFlush);
+    }
   }
 
   private flushScheduled = false;
@@ -467,18 +466,27 @@ export class Poller {
           this.clock(),
         );
         this.markRedis(true, "apply");
-        for (const [i, p] of batch.entries()) p.resolve(codes[i] ?? null);
+        for (let i = 0; i < batch.length; i++) this.settle(batch[i], codes[i] ?? null);
         return;
       } catch (err) {
         this.markRedis(false, "apply", err);
         // Retrying is safe: the script is compare-and-set. Give up only at shutdown.
         if (this.stopping && this.stopDeadlinePassed()) {
-          for (const p of batch) p.resolve(null);
+          for (const p of batch) this.settle(p, null);
           return;
         }
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 2000);
       }
+    }
+  }
+
+  /** One decision's callback; whatever it throws must not reach the rest of its batch. */
+  private settle(pending: Pending | undefined, code: ApplyCode | null): void {
+    try {
+      pending?.done(code);
+    } catch (err) {
+      this.log.error({ err: coerceError(err) }, "handling a written decision failed");
     }
   }
 

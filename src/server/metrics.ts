@@ -48,8 +48,15 @@ export class Metrics {
   private statsAt = Number.NEGATIVE_INFINITY;
   private statsInFlight: Promise<void> | null = null;
   private readonly statsTimeoutMs: number;
+  /** What the poll loop holds right now, read at each scrape (see `readLoopFrom`). */
+  private loopState: (() => { leases: number; inFlight: number }) | undefined;
   /** Set once the store gauges exist; writes one set of statistics into them. */
   private applyStats: (stats: StoreStats) => void = () => {};
+
+  /** Makes `leases_held` and `requests_in_flight` read the loop's own counts at each scrape. */
+  readLoopFrom(state: () => { leases: number; inFlight: number }): void {
+    this.loopState = state;
+  }
 
   constructor(
     opts: {
@@ -107,13 +114,21 @@ export class Metrics {
       collect: () => this.refreshStoreStats(),
     });
 
-    const gauge = (name: string, help: string) =>
-      new Gauge({ name: `${PREFIX}${name}`, help, registers });
+    const gauge = (name: string, help: string, collect?: () => void) =>
+      new Gauge({ name: `${PREFIX}${name}`, help, registers, ...(collect ? { collect } : {}) });
     this.authOk = gauge("api_key_accepted", "1 while the API accepts the key, 0 after a 401/403.");
     this.redisUp = gauge("redis_up", "1 while Redis answers.");
     this.ready = gauge("ready", "1 while /readyz reports ready.");
-    this.leasesHeld = gauge("leases_held", "Job leases this replica holds.");
-    this.inFlight = gauge("requests_in_flight", "API requests in flight.");
+    // Read when scraped rather than set on every poll: the loop changes them thousands of times
+    // a second, a scrape reads them a few times a minute.
+    this.leasesHeld = gauge("leases_held", "Job leases this replica holds.", () => {
+      const state = this.loopState?.();
+      if (state !== undefined) this.leasesHeld.set(state.leases);
+    });
+    this.inFlight = gauge("requests_in_flight", "API requests in flight.", () => {
+      const state = this.loopState?.();
+      if (state !== undefined) this.inFlight.set(state.inFlight);
+    });
     this.circuitOpen = gauge("api_circuit_open", "1 while API polling is paused.");
     this.streamMaxLen = gauge(
       "stream_maxlen",

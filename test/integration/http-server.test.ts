@@ -214,6 +214,20 @@ describe("http server", () => {
     }
   });
 
+  it("reads the loop's leases and requests in flight when scraped", async () => {
+    const metrics = new Metrics();
+    let state = { leases: 7, inFlight: 3 };
+    metrics.readLoopFrom(() => state);
+    const { port } = await start({ metrics });
+    const first = await call(port, "/metrics");
+    expect(sample(first.body, "idunox_poller_leases_held")).toBe(7);
+    expect(sample(first.body, "idunox_poller_requests_in_flight")).toBe(3);
+    state = { leases: 0, inFlight: 0 };
+    const second = await call(port, "/metrics");
+    expect(sample(second.body, "idunox_poller_leases_held")).toBe(0);
+    expect(sample(second.body, "idunox_poller_requests_in_flight")).toBe(0);
+  });
+
   it("reads the store once per scrape and caches it", async () => {
     let calls = 0;
     const metrics = new Metrics({
