@@ -112,6 +112,7 @@ export class JobsClient {
   readonly #forgetExchange = (exchange: Exchange) => this.#inFlight.delete(exchange);
   /** Checks the deadlines of the requests in flight; runs while the client is open. */
   #sweeper: NodeJS.Timeout | undefined;
+  readonly #sweepTickMs: number;
   /** Aborted by abortInFlight(): ends retry waits as well as requests. */
   readonly #stop = new AbortController();
   readonly #pollLimits: ExchangeLimits;
@@ -141,6 +142,7 @@ export class JobsClient {
       drainLimitBytes: DRAIN_LIMIT_BYTES,
     };
     this.#probeLimits = { ...this.#pollLimits, keep: () => false };
+    this.#sweepTickMs = Math.min(250, Math.max(5, Math.round(opts.requestTimeoutMs / 20)));
   }
 
   async poll(jobId: string, opts: { signal?: AbortSignal } = {}): Promise<PollOutcome> {
@@ -268,28 +270,28 @@ export class JobsClient {
     limits: ExchangeLimits,
   ): Promise<Answer> {
     const key = this.#readKey();
+    // The sweep runs every tick, so the deadline is set one tick early: a request never
+    // outlives its timeout (the loop's lease budget counts on that), and gets at least 95% of it.
     const exchange = new Exchange(
       limits,
-      performance.now() + this.#opts.requestTimeoutMs,
+      performance.now() + this.#opts.requestTimeoutMs - this.#sweepTickMs,
       this.#forgetExchange,
     );
-    if (this.#stop.signal.aborted) {
-      exchange.abort(new ApiTransientError("aborted"));
+    if (this.#stop.signal.aborted || signal?.aborted) {
+      exchange.abort(
+        signal?.aborted ? coerceAbortReason(signal.reason) : new ApiTransientError("aborted"),
+      );
       return exchange.promise;
     }
     this.#inFlight.add(exchange);
-    this.#sweeper ??= this.#startSweeper();
+    // After close() the dispatch below fails at once; no sweep is needed then.
+    if (this.#closing === undefined) this.#sweeper ??= this.#startSweeper();
     if (signal !== undefined) {
       // Rare (the retry path): the poll loop's own requests pass no signal.
       const onAbort = () => exchange.abort(coerceAbortReason(signal.reason));
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener("abort", onAbort, { once: true });
-        void exchange.promise.then(
-          () => signal.removeEventListener("abort", onAbort),
-          () => signal.removeEventListener("abort", onAbort),
-        );
-      }
+      signal.addEventListener("abort", onAbort, { once: true });
+      const forget = () => signal.removeEventListener("abort", onAbort);
+      void exchange.promise.then(forget, forget);
     }
     this.#pool.dispatch(
       {
@@ -308,18 +310,17 @@ export class JobsClient {
   }
 
   /**
-   * One interval for every request's deadline instead of a timer each: a request is aborted
-   * within a tenth of its timeout after it passes (undici's own header and body timers still
-   * bound each phase). Unref'd: an open client alone does not keep the process alive.
+   * One interval for every request's deadline instead of a timer each (undici's own header and
+   * body timers still bound each phase). Unref'd: an open client alone does not keep the
+   * process alive.
    */
   #startSweeper(): NodeJS.Timeout {
-    const tick = Math.min(1000, Math.max(5, Math.round(this.#opts.requestTimeoutMs / 10)));
     const timer = setInterval(() => {
       const now = performance.now();
       for (const exchange of this.#inFlight) {
         if (exchange.deadline <= now) exchange.abort(new ApiTransientError("timeout"));
       }
-    }, tick);
+    }, this.#sweepTickMs);
     timer.unref();
     return timer;
   }

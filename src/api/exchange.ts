@@ -59,19 +59,22 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return this.#settled;
   }
 
-  /** Ends the exchange with `reason` and drops its connection (now, or once it has one). */
+  /**
+   * Ends the exchange with `reason` (see #fail) and drops its connection, now or when undici
+   * gets to the request.
+   */
   abort(reason: Error): void {
+    if (this.#settled) return;
     this.#fail(reason);
-    if (this.#controller !== null) {
-      if (!this.#controller.aborted) this.#controller.abort(reason);
-    } else {
-      this.#abortReason = reason;
-    }
+    if (this.#controller === null) this.#abortReason = reason;
+    else if (!this.#controller.aborted) this.#controller.abort(reason);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
-    if (this.#abortReason !== null) controller.abort(this.#abortReason);
+    // Aborted while it waited for a connection. Throwing here makes undici fail just this
+    // request and keep the socket; controller.abort() would destroy a healthy connection.
+    if (this.#abortReason !== null) throw this.#abortReason;
   }
 
   onResponseStart(
@@ -84,9 +87,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#status = status;
     this.#headers = headers;
     this.#keep = this.#limits.keep(status, headers);
-    if (this.#keep && Number(headers["content-length"]) > this.#limits.maxBodyBytes) {
-      this.#overCap(controller);
-    }
+    const cap = this.#keep ? this.#limits.maxBodyBytes : this.#limits.drainLimitBytes;
+    if (Number(headers["content-length"]) > cap) this.#overCap(controller);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -122,10 +124,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
     controller.abort(new Error("response body over its cap"));
   }
 
+  /**
+   * A failure (network error, deadline, abort) rejects, unless the status and headers were in
+   * and only a body nobody reads was left: the answer is then what they said. A 404, 401 or 429
+   * whose body stalls is still a 404, 401 or 429 (with its Retry-After).
+   */
   #fail(err: Error): void {
     if (this.#settled) return;
     this.#settle();
-    this.#reject(err);
+    if (this.#status >= 200 && !this.#keep) {
+      this.#resolve({ status: this.#status, headers: this.#headers, body: null, overCap: false });
+    } else {
+      this.#reject(err);
+    }
   }
 
   #settle(): void {

@@ -94,9 +94,14 @@ function isNullableString(v: unknown): boolean {
   return v === null || typeof v === "string";
 }
 
-/** True only for a value `jobSchema` accepts (it may say false for one zod would accept). */
+/**
+ * True only for a value `jobSchema` accepts (it may say false for one zod would accept). A body
+ * with an own `__proto__` key goes to zod, whose copy drops that key: passing it on in events
+ * would invite prototype pollution in consumers that merge objects naively.
+ */
 export function isValidJob(value: unknown): value is Job {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  if (Object.hasOwn(value, "__proto__")) return false;
   const j = value as Record<string, unknown>;
   return (
     isGuid(j["jobId"]) &&

@@ -272,6 +272,44 @@ describe("JobsClient.poll", () => {
     expect(expectKind(await client.poll(randomUUID()), "transient").reason).toMatch(/timeout/i);
   });
 
+  it("goes by the status when only an unread body stalls: 404, 401 and 429 stay what they are", async () => {
+    const stall = (status: number, headers: Record<string, string> = {}) =>
+      startServer((_req, res) => {
+        res.writeHead(status, { "content-type": "text/plain", ...headers });
+        res.write("partial body that never ends");
+      });
+    const opts = { requestTimeoutMs: 200, retries: 0 };
+    const notFound = await stall(404);
+    expectKind(await makeClient(notFound.url, opts).client.poll(randomUUID()), "not_found");
+    const auth = await stall(401);
+    expect(await makeClient(auth.url, opts).client.poll(randomUUID())).toEqual({
+      kind: "auth",
+      status: 401,
+    });
+    const limited = await stall(429, { "retry-after": "7" });
+    expect(await makeClient(limited.url, opts).client.poll(randomUUID())).toEqual({
+      kind: "transient",
+      reason: "http 429",
+      retryAfterMs: 7000,
+    });
+    expect(await makeClient(auth.url, opts).client.probeAuth()).toBe("auth");
+  });
+
+  it("cuts off an unread body whose Content-Length is over the drain limit at once", async () => {
+    let closed = false;
+    const server = await startServer((req, res) => {
+      req.socket.on("close", () => {
+        closed = true;
+      });
+      res.writeHead(404, { "content-type": "text/plain", "content-length": 10 * 1024 * 1024 });
+      res.write("x".repeat(1024));
+    });
+    // The timeout is far away: only the cap can end this poll before the test's own timeout.
+    const { client } = makeClient(server.url, { requestTimeoutMs: 60_000, retries: 0 });
+    expectKind(await client.poll(randomUUID()), "not_found");
+    await expect.poll(() => closed).toBe(true);
+  });
+
   it("retries after the connection is reset", async () => {
     const server = await startServer((req, res, i) =>
       i === 0 ? req.socket.destroy() : okFor(req, res),

@@ -256,10 +256,25 @@ describe("parseJob (the hand-written fast path)", () => {
       fc.property(fc.oneof(body, fc.jsonValue()), (value) => {
         // Through JSON, as the client sees it: no undefined values, no shared references.
         const json = JSON.parse(JSON.stringify(value) ?? "null");
-        expect(isValidJob(json)).toBe(jobSchema.safeParse(json).success);
+        const zodAccepts = jobSchema.safeParse(json).success;
+        // An own __proto__ key is left to zod on purpose (see isValidJob).
+        const protoKey =
+          typeof json === "object" && json !== null && Object.hasOwn(json, "__proto__");
+        expect(isValidJob(json)).toBe(zodAccepts && !protoKey);
       }),
       { numRuns: 5000 },
     );
+  });
+
+  it("leaves a body with an own __proto__ key to zod, which drops the key", () => {
+    const text = JSON.stringify(fullBody()).replace("{", '{"__proto__":{"polluted":true},');
+    const value: unknown = JSON.parse(text);
+    expect(Object.hasOwn(value as object, "__proto__")).toBe(true);
+    expect(isValidJob(value)).toBe(false);
+    const parsed = parseJob(value);
+    expect(parsed.ok).toBe(true);
+    expect(parsed.ok && Object.hasOwn(parsed.job, "__proto__")).toBe(false);
+    expect(parsed.ok && parsed.job.jobId).toBe(fullBody()["jobId"]);
   });
 
   it("gives the same job as zod when valid, and zod's description when not", () => {
