@@ -56,11 +56,14 @@ export interface PollerDeps {
 
 const MAX_APPLY_CALLS = 2;
 /**
- * An intake diff may take at most 1/DIFF_SHARE of wall time (see intakeLoop); 10% keeps pickup
- * under a second with 100,000 tracked jobs.
+ * An intake diff may take at most 1/DIFF_SHARE of wall time (see intakeLoop). One diff over
+ * 100,000 members takes ~60 ms on a 2-core VM, so diffs run every ~360 ms and pickup stays well
+ * under a second (1/10 gave a p99 of 0.9-1.05 s there).
  */
-const DIFF_SHARE = 10;
+const DIFF_SHARE = 6;
 const MAX_APPLY_BATCH = 256;
+/** The claim queue covers this much polling at the recent pace (see queueDepth). */
+const CLAIM_COVER_MS = 5;
 
 interface Pending {
   write: DecisionWrite;
@@ -90,6 +93,9 @@ export class Poller {
   private readonly stopController = new AbortController();
   private readonly circuit: Circuit;
   private applyQueue: Pending[] = [];
+  /** Polls started so far, and their smoothed pace (see queueDepth). */
+  private started = 0;
+  private pace = { at: 0, started: 0, perMs: 0 };
   /** applyDecisions calls in flight (at most MAX_APPLY_CALLS). */
   private applying = 0;
   private loops: Promise<void>[] = [];
@@ -225,9 +231,10 @@ export class Poller {
         await this.circuitProbe();
         continue;
       }
-      // Keep up to one batch beyond the concurrency claimed, so workers never wait on Redis.
-      // Claim before the queue runs dry, in batches big enough to be worth a round trip.
-      const room = s.concurrency * 3 - this.queue.length - this.inFlight.size;
+      // Keep enough claimed beyond the concurrency that workers never wait on Redis, and claim
+      // before the queue runs dry, in batches big enough to be worth a round trip.
+      const room =
+        s.concurrency + this.queueDepth(this.clock()) - this.queue.length - this.inFlight.size;
       if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2)) {
         await this.claimWake.wait(s.idleWakeMs);
         continue;
@@ -262,6 +269,24 @@ export class Poller {
     }
   }
 
+  /**
+   * How many claimed jobs to keep waiting for a slot: enough for CLAIM_COVER_MS of polling at
+   * the recent pace (a claim's round trip, which may queue behind decision writes on the same
+   * connection), at least half a concurrency, at most two. A fixed deep queue starves no one
+   * at 15,000 polls/s but makes jobs wait seconds for a slot when the API is slow, and a job
+   * that waits too long is handed back unpolled.
+   */
+  private queueDepth(now: number): number {
+    const elapsed = now - this.pace.at;
+    if (elapsed >= 100) {
+      const perMs = (this.started - this.pace.started) / elapsed;
+      this.pace = { at: now, started: this.started, perMs: (this.pace.perMs + perMs) / 2 };
+    }
+    const c = this.deps.settings.concurrency;
+    const wanted = Math.ceil(this.pace.perMs * CLAIM_COVER_MS);
+    return Math.min(2 * c, Math.max(Math.ceil(c / 2), wanted));
+  }
+
   private dispatch(): void {
     const s = this.deps.settings;
     // Backpressure: while Redis is slow or down, decisions pile up unwritten; stop polling
@@ -285,6 +310,7 @@ export class Poller {
         continue;
       }
       this.inFlight.add(job);
+      this.started += 1;
       void this.work(job).finally(() => {
         this.inFlight.delete(job);
         this.idle.fire();
@@ -373,10 +399,14 @@ export class Poller {
       },
       (code) => {
         this.writesPending -= 1;
-        this.report(job, outcome, decision, code);
-        this.idle.fire();
-        this.dispatch();
-        this.claimWake.fire();
+        try {
+          this.report(job, outcome, decision, code);
+        } finally {
+          // Whatever reporting did, the slot and the claim loop must move on.
+          this.idle.fire();
+          this.dispatch();
+          this.claimWake.fire();
+        }
       },
     );
   }
@@ -562,7 +592,7 @@ export class Poller {
    * Finds new pending members. Checking costs O(1) while nothing was added; finding what was
    * added is a server-side diff of the whole set, O(tracked jobs). Diffs are spaced so that they
    * take at most about 1/DIFF_SHARE of the time (measured by their own round trip): with
-   * 100,000 tracked jobs a diff takes a few ms and runs every intake interval; with millions it
+   * 100,000 tracked jobs a diff takes tens of ms and runs a few times a second; with millions it
    * runs every few seconds instead of saturating Redis.
    */
   private async intakeLoop(): Promise<void> {
