@@ -72,7 +72,11 @@ grep -Eq '^EXPOSE 9464$' Dockerfile || fail "EXPOSE 9464 missing"
 grep -Eq '^ENTRYPOINT \["/usr/bin/tini", "--"\]$' Dockerfile || fail "tini is not PID 1"
 grep -Eq '^HEALTHCHECK .*' Dockerfile || fail "HEALTHCHECK missing"
 grep -Fq '/healthz' Dockerfile || fail "HEALTHCHECK does not probe /healthz"
-grep -Eq '^CMD \["node", "dist/cli/main.js", "run"\]$' Dockerfile || fail "unexpected CMD"
+# The image runs the daemon exactly as `npm start` does (the benchmark measures that command too).
+cmd=$(sed -nE 's/^CMD \[(.*)\]$/\1/p' Dockerfile | node -e 'let s="";process.stdin.on("data",(d)=>(s+=d)).on("end",()=>console.log(JSON.parse(`[${s}]`).join(" ")))')
+start=$(node -p 'require("./package.json").scripts.start')
+[ "$cmd" = "$start" ] || fail "Dockerfile CMD ($cmd) differs from npm start ($start)"
+[[ "$start" =~ ^node\ (--[a-z0-9=-]+\ )*dist/cli/main\.js\ run$ ]] || fail "unexpected start command: $start"
 grep -Eq 'npm ci --omit=dev' Dockerfile || fail "runtime stage must install with npm ci --omit=dev"
 # Every build-context path the Dockerfile copies must exist and must not be dockerignored.
 while read -r src; do

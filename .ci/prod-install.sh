@@ -92,12 +92,14 @@ http_port=$(node -e '
 ')
 
 log "daemon on :$http_port, prefix $prefix"
+# Started exactly as `npm start` (and the image's CMD) start it, flags included.
+read -ra start_command <<<"$(node -p 'require("./package.json").scripts.start')"
 env IDUNOX_API_URL="$sim_url" IDUNOX_API_KEY="$api_key" IDUNOX_API_KEY_FILE= REDIS_URL="$redis_url" \
   POLLER_KEY_PREFIX="$prefix" POLLER_HTTP_PORT="$http_port" POLLER_HTTP_HOST=127.0.0.1 \
   POLLER_MIN_INTERVAL_MS=200 POLLER_MAX_INTERVAL_MS=1000 POLLER_INTAKE_INTERVAL_MS=50 \
   POLLER_IDLE_WAKE_MS=50 POLLER_REQUEST_TIMEOUT_MS=2000 POLLER_LEASE_MS=10000 \
   POLLER_SHUTDOWN_TIMEOUT_MS=5000 LOG_LEVEL=info \
-  node dist/cli/main.js run >daemon.out 2>daemon.err &
+  "${start_command[@]}" >daemon.out 2>daemon.err &
 daemon_pid=$!
 
 status_of() { node -e '
