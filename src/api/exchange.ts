@@ -24,7 +24,8 @@ export interface ExchangeLimits {
  * One request over undici's dispatch API: the body is collected straight from the parser's
  * chunks, with no Readable stream, no per-request AbortController and no timer. The owner
  * enforces the deadline by calling `abort` (see JobsClient's sweep), which settles the
- * promise at once and drops the connection as soon as undici has one for the request.
+ * promise at once: a request under way loses its connection, one still waiting for a
+ * connection is failed when undici gets to it.
  *
  * Settles exactly once; whatever undici reports after that is ignored.
  */
