@@ -4,7 +4,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { join, relative } from "node:path";
 import { Redis } from "ioredis";
 import { ROOT, spawnHelper, waitUntil } from "./lib/children.js";
-import { type SelfTime, topSelfTime } from "./lib/profile.js";
+import { type SelfTime, topSelfTime, writeFoldedStacks } from "./lib/profile.js";
 import { round } from "./lib/stats.js";
 import {
   API_KEY,
@@ -211,14 +211,21 @@ function targets(
   return out;
 }
 
-async function profileDaemon(ctx: Context): Promise<{ file: string; top: SelfTime[] } | null> {
+async function profileDaemon(
+  ctx: Context,
+): Promise<{ file: string; folded: string; top: SelfTime[] } | null> {
   const dir = join(ROOT, "bench", "results", "profiles");
   mkdirSync(dir, { recursive: true });
   const before = new Set(readdirSync(dir));
   await saturated(ctx, "daemon", 32, [...daemonFlags, "--cpu-prof", "--cpu-prof-dir", dir]);
   const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile") && !before.has(f));
   if (file === undefined) return null;
-  return { file: relative(ROOT, join(dir, file)), top: topSelfTime(join(dir, file)) };
+  const path = join(dir, file);
+  return {
+    file: relative(ROOT, path),
+    folded: relative(ROOT, writeFoldedStacks(path)),
+    top: topSelfTime(path),
+  };
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -394,7 +401,7 @@ async function main(): Promise<void> {
   if (profile !== null) {
     out.push(
       "",
-      `Daemon CPU profile, top self time (${profile.file})`,
+      `Daemon CPU profile, top self time (${profile.file}; flame graph input: ${profile.folded})`,
       table(
         ["self ms", "%", "function", "where"],
         profile.top.map((t) => [t.ms, t.percent, t.fn, t.where]),

@@ -1,8 +1,9 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
 }
 
 interface CpuProfile {
@@ -18,6 +19,43 @@ export interface SelfTime {
   percent: number;
 }
 
+function frameName(frame: ProfileNode["callFrame"]): { fn: string; where: string } {
+  const url = frame.url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, "$1/");
+  const where = url === "" ? "(native)" : `${url}:${frame.lineNumber + 1}`;
+  const fn = frame.functionName === "" ? "(anonymous)" : frame.functionName;
+  return { fn, where };
+}
+
+/**
+ * Writes the profile as folded stacks (`root;caller;callee <µs>` per line), the input of
+ * flamegraph.pl, speedscope and most flame-graph tools, next to it; returns the new path.
+ */
+export function writeFoldedStacks(file: string): string {
+  const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes)
+    for (const child of node.children ?? []) parent.set(child, node.id);
+  const byNode = new Map<number, ProfileNode>(profile.nodes.map((n) => [n.id, n]));
+  const selfUs = new Map<number, number>();
+  profile.samples.forEach((nodeId, i) => {
+    selfUs.set(nodeId, (selfUs.get(nodeId) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
+  const lines: string[] = [];
+  for (const [nodeId, us] of selfUs) {
+    const stack: string[] = [];
+    for (let id: number | undefined = nodeId; id !== undefined; id = parent.get(id)) {
+      const node = byNode.get(id);
+      if (node === undefined || node.callFrame.functionName === "(root)") continue;
+      const { fn, where } = frameName(node.callFrame);
+      stack.push(`${fn} ${where}`.replaceAll(";", ","));
+    }
+    if (stack.length > 0 && us > 0) lines.push(`${stack.reverse().join(";")} ${Math.round(us)}`);
+  }
+  const out = file.replace(/\.cpuprofile$/, ".folded");
+  writeFileSync(out, `${lines.join("\n")}\n`);
+  return out;
+}
+
 /** Self time per function of a `node --cpu-prof` profile, largest first. */
 export function topSelfTime(file: string, limit = 25): SelfTime[] {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
@@ -30,9 +68,7 @@ export function topSelfTime(file: string, limit = 25): SelfTime[] {
     const frame = byNode.get(nodeId)?.callFrame;
     if (frame === undefined) return;
     all += us;
-    const url = frame.url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, "$1/");
-    const where = url === "" ? "(native)" : `${url}:${frame.lineNumber + 1}`;
-    const fn = frame.functionName === "" ? "(anonymous)" : frame.functionName;
+    const { fn, where } = frameName(frame);
     const key = `${fn} ${where}`;
     const entry = totals.get(key) ?? { fn, where, us: 0 };
     entry.us += us;
