@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import type { IncomingHttpHeaders } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import pRetry from "p-retry";
 import type { Logger } from "pino";
@@ -338,7 +337,7 @@ export class JobsClient {
 
   #interpret(jobId: string, answer: Answer): PollOutcome {
     const { status, headers } = answer;
-    if (status === 200) return this.#readJob(jobId, headers, answer);
+    if (status === 200) return this.#readJob(jobId, answer);
     if (status === 404) return NOT_FOUND;
     if (status === 401 || status === 403) return { kind: "auth", status };
     if (RETRY_STATUSES.has(status)) {
@@ -349,8 +348,9 @@ export class JobsClient {
     return invalid(`unexpected status (http ${status})`);
   }
 
-  #readJob(jobId: string, headers: IncomingHttpHeaders, answer: Answer): PollOutcome {
-    if (!isJsonMediaType(headers["content-type"])) return invalid("unexpected content type");
+  #readJob(jobId: string, answer: Answer): PollOutcome {
+    // The body was kept exactly when it was announced as JSON (see #pollLimits.keep).
+    if (!answer.kept) return invalid("unexpected content type");
     const text = answer.body;
     if (answer.overCap || text === null) return invalid("body too large");
     if (exceedsDepth(text, MAX_JSON_DEPTH)) return invalid("body nested too deeply");

@@ -5,7 +5,9 @@ import type { Dispatcher } from "undici";
 export interface Answer {
   status: number;
   headers: IncomingHttpHeaders;
-  /** The whole body when `keep` wanted it and it fit its cap; otherwise null. */
+  /** Whether `keep` wanted the body (decided once, from the status and headers). */
+  kept: boolean;
+  /** The whole body when it was kept and fit its cap; otherwise null. */
   body: Buffer | null;
   /** The body passed its cap: reading stopped there and the connection was dropped. */
   overCap: boolean;
@@ -111,7 +113,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.#size);
     }
     this.#settle();
-    this.#resolve({ status: this.#status, headers: this.#headers, body, overCap: false });
+    this.#resolve(this.#answer(body, false));
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -120,7 +122,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #overCap(controller: Dispatcher.DispatchController): void {
     this.#settle();
-    this.#resolve({ status: this.#status, headers: this.#headers, body: null, overCap: true });
+    this.#resolve(this.#answer(null, true));
     // Reading stops here; the socket goes with the request, as nothing past the cap is wanted.
     controller.abort(new Error("response body over its cap"));
   }
@@ -134,10 +136,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     this.#settle();
     if (this.#status >= 200 && !this.#keep) {
-      this.#resolve({ status: this.#status, headers: this.#headers, body: null, overCap: false });
+      this.#resolve(this.#answer(null, false));
     } else {
       this.#reject(err);
     }
+  }
+
+  #answer(body: Buffer | null, overCap: boolean): Answer {
+    return { status: this.#status, headers: this.#headers, kept: this.#keep, body, overCap };
   }
 
   #settle(): void {
