@@ -174,6 +174,12 @@ export function reached(subject: string, status: string) {
     );
 }
 
+/** `reached` for every one of `subjects`. */
+export function allReached(subjects: readonly string[], status: string) {
+  const each = subjects.map((subject) => reached(subject, status));
+  return (events: readonly StreamEvent[]): boolean => each.every((done) => done(events));
+}
+
 /** A port free a moment ago, for a daemon whose HTTP server a test calls (0 turns it off). */
 export async function freePort(): Promise<number> {
   const server = createServer();

@@ -6,6 +6,7 @@ import { startDaemon } from "../../src/daemon/daemon.js";
 import type { AnyCloudEvent } from "../../src/events/types.js";
 import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
 import { Store } from "../../src/store/store.js";
+import { allReached } from "../helpers/daemon.js";
 import { runCli, runCliToEnd } from "../helpers/processes.js";
 import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix } from "../helpers/redis.js";
 import { readAll, readUntil } from "../helpers/streams.js";
@@ -182,16 +183,7 @@ describe("status and tail on a deployment the daemon has run", () => {
     );
     try {
       await redis.sadd(`${prefix}pending`, ...jobs);
-      const done = (list: { event: AnyCloudEvent }[]) =>
-        jobs.every((id) =>
-          list.some(
-            (e) =>
-              e.event.subject === id &&
-              e.event.type === "idunox.job.status_changed" &&
-              e.event.data.status === "succeeded",
-          ),
-        );
-      await readUntil(redis, `${prefix}events`, done);
+      await readUntil(redis, `${prefix}events`, allReached(jobs, "succeeded"));
     } finally {
       await daemon.stop();
     }

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { AnyCloudEvent } from "../../src/events/types.js";
 import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
+import { allReached } from "../helpers/daemon.js";
 import { type CliProcess, runCli } from "../helpers/processes.js";
 import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix, waitFor } from "../helpers/redis.js";
 import { readAll, readUntil } from "../helpers/streams.js";
@@ -76,18 +76,6 @@ async function scheduleScores(): Promise<number[]> {
   return flat.filter((_, i) => i % 2 === 1).map(Number);
 }
 
-function succeededAll(jobs: string[]) {
-  return (list: { event: AnyCloudEvent }[]) =>
-    jobs.every((id) =>
-      list.some(
-        (e) =>
-          e.event.subject === id &&
-          e.event.type === "idunox.job.status_changed" &&
-          e.event.data.status === "succeeded",
-      ),
-    );
-}
-
 describe("run: shutdown on real signals", () => {
   it.each(["SIGTERM", "SIGINT"] as const)(
     "%s with polls in flight: exits 0, holds no lease, loses nothing; a restart finishes once",
@@ -118,7 +106,7 @@ describe("run: shutdown on real signals", () => {
 
       sim.clearFaults();
       const second = await startRun("r2");
-      await readUntil(redis, `${prefix}events`, succeededAll(jobs), 30_000);
+      await readUntil(redis, `${prefix}events`, allReached(jobs, "succeeded"), 30_000);
       second.child.kill("SIGTERM");
       expect(await second.exited).toBe(0);
 

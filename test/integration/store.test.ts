@@ -3,7 +3,7 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildEvent } from "../../src/events/cloudevents.js";
 import { initialState } from "../../src/poller/state.js";
-import { ApplyCode, Store } from "../../src/store/store.js";
+import { ApplyCode, type ClaimedJob, Store } from "../../src/store/store.js";
 import { cleanPrefix, redisClient, testPrefix } from "../helpers/redis.js";
 import { readAll } from "../helpers/streams.js";
 
@@ -32,6 +32,27 @@ function statusEvent(id: string, seq: number) {
     timeMs: 0,
     data: { jobId: id, firstNotFoundAt: new Date(0).toISOString() },
   });
+}
+
+/** Adds `member` to pending, takes it in, and claims it at t=1000 with a 30 s lease. */
+async function trackAndClaim(member: string): Promise<ClaimedJob> {
+  await redis.sadd(store.keys.pending, member);
+  await store.intake(100, false);
+  const [job] = (await store.claim(1000, 10, 30_000)).jobs;
+  if (!job) throw new Error("no job claimed");
+  return job;
+}
+
+/** The first decision for a claimed job: version 1 with one event, due again at 5000. */
+function firstWrite(id: string, lease: number) {
+  return {
+    id,
+    lease,
+    expectedVersion: 0,
+    state: { ...initialState("e"), version: 1, sequence: 1 },
+    nextDueAt: 5000,
+    events: [statusEvent(id, 1)],
+  };
 }
 
 describe("store", () => {
@@ -94,18 +115,8 @@ describe("store", () => {
 
   it("writes a decision once, and drops it when the lease was lost", async () => {
     const a = randomUUID();
-    await redis.sadd(store.keys.pending, a);
-    await store.intake(100, false);
-    const [job] = (await store.claim(1000, 10, 30_000)).jobs;
-    if (!job) throw new Error("no job claimed");
-    const write = {
-      id: a,
-      lease: job.lease,
-      expectedVersion: 0,
-      state: { ...initialState("e"), version: 1, sequence: 1 },
-      nextDueAt: 5000,
-      events: [statusEvent(a, 1)],
-    };
+    const job = await trackAndClaim(a);
+    const write = firstWrite(a, job.lease);
     expect(await store.apply([write], 1000)).toEqual([ApplyCode.Written]);
     // A resend of the same decision (reply lost, reconnect) changes nothing.
     expect((await store.apply([write], 1000))[0]).not.toBe(ApplyCode.Written);
@@ -129,10 +140,7 @@ describe("store", () => {
   it("removes a finished job from pending only together with its events", async () => {
     const a = randomUUID().toUpperCase();
     const id = a.toLowerCase();
-    await redis.sadd(store.keys.pending, a);
-    await store.intake(100, false);
-    const [job] = (await store.claim(1000, 10, 30_000)).jobs;
-    if (!job) throw new Error("no job claimed");
+    const job = await trackAndClaim(a);
     const codes = await store.apply(
       [
         {
@@ -159,10 +167,7 @@ describe("store", () => {
 
   it("releases leases without touching state", async () => {
     const a = randomUUID();
-    await redis.sadd(store.keys.pending, a);
-    await store.intake(100, false);
-    const [job] = (await store.claim(1000, 10, 30_000)).jobs;
-    if (!job) throw new Error("no job claimed");
+    const job = await trackAndClaim(a);
     expect(await store.release([{ id: a, lease: job.lease, dueAt: 1500 }])).toBe(1);
     expect(await store.release([{ id: a, lease: job.lease, dueAt: 1500 }])).toBe(0);
     expect(await redis.zscore(store.keys.schedule, a)).toBe("1500");
@@ -206,19 +211,9 @@ describe("store intake without a diff", () => {
 describe("store against keys of the wrong type", () => {
   it("refuses a decision before writing anything when a stream key is not a stream", async () => {
     const a = randomUUID();
-    await redis.sadd(store.keys.pending, a);
-    await store.intake(10, false);
-    const [job] = (await store.claim(1000, 10, 30_000)).jobs;
-    if (!job) throw new Error("no job claimed");
+    const job = await trackAndClaim(a);
     await redis.set(store.keys.alerts, "not a stream");
-    const write = {
-      id: a,
-      lease: job.lease,
-      expectedVersion: 0,
-      state: { ...initialState("e"), version: 1, sequence: 1 },
-      nextDueAt: 5000,
-      events: [statusEvent(a, 1)],
-    };
+    const write = firstWrite(a, job.lease);
     await expect(store.apply([write], 1000)).rejects.toThrow(/WRONGTYPE/);
     // Nothing moved: no state, no event, the lease still held, so a retry can still land.
     expect(await redis.hget(store.keys.state, a)).toBeNull();
