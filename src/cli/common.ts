@@ -28,3 +28,25 @@ export function parseCommandArgs<T extends NonNullable<ParseArgsConfig["options"
     throw new UsageError((err as Error).message);
   }
 }
+
+/**
+ * For commands that loop until interrupted: `interrupted` turns true on the first SIGINT or
+ * SIGTERM, and `dispose()` (in a finally) removes the handlers again.
+ */
+export function watchInterrupt(): { readonly interrupted: boolean; dispose(): void } {
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  return {
+    get interrupted() {
+      return interrupted;
+    },
+    dispose() {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
+}

@@ -7,7 +7,7 @@ import type { AnyCloudEvent } from "../events/types.js";
 import { createLogger } from "../log/logger.js";
 import { startSimulator } from "../sim/simulator.js";
 import { deleteKeysWithPrefix } from "../store/connection.js";
-import { EXIT, parseCommandArgs } from "./common.js";
+import { EXIT, parseCommandArgs, watchInterrupt } from "./common.js";
 import { formatEvent } from "./tail.js";
 
 const HELP = `Usage: idunox-poller demo [--jobs N] [--seconds S]
@@ -60,14 +60,9 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   const finished = new Set<string>();
   const deadline = Date.now() + seconds * 1000;
   let last = "0";
-  let interrupted = false;
-  const onSignal = () => {
-    interrupted = true;
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const signals = watchInterrupt();
   try {
-    while (!interrupted && Date.now() < deadline && finished.size < jobCount) {
+    while (!signals.interrupted && Date.now() < deadline && finished.size < jobCount) {
       const reply = (await redis.xread(
         "COUNT",
         100,
@@ -101,8 +96,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
     );
     return EXIT.ok;
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    signals.dispose();
     await daemon.stop();
     await deleteKeysWithPrefix(redis, prefix);
     redis.disconnect();

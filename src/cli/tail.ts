@@ -1,6 +1,6 @@
 import { entryFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
-import { EXIT, parseCommandArgs, UsageError } from "./common.js";
+import { EXIT, parseCommandArgs, UsageError, watchInterrupt } from "./common.js";
 import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller tail [options]
@@ -60,12 +60,7 @@ export async function runTailCommand(argv: string[]): Promise<number> {
   const stream = values.stream === "events" ? store.keys.events : store.keys.alerts;
   const group = values.group;
   const consumer = values.consumer ?? `tail-${process.pid}`;
-  let stop = false;
-  const onSignal = () => {
-    stop = true;
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const signals = watchInterrupt();
   try {
     if (group !== undefined) {
       try {
@@ -80,7 +75,7 @@ export async function runTailCommand(argv: string[]): Promise<number> {
       last = (await redis.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
     }
     let seen = 0;
-    while (!stop && seen < limit) {
+    while (!signals.interrupted && seen < limit) {
       const reply = (
         group === undefined
           ? await redis.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", stream, last)
@@ -115,8 +110,7 @@ export async function runTailCommand(argv: string[]): Promise<number> {
     }
     return EXIT.ok;
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    signals.dispose();
     redis.disconnect();
   }
 }

@@ -251,6 +251,18 @@ describe("status and tail on a deployment the daemon has run", () => {
       expect.objectContaining({ stream: "events", group: "ops", lag: 0, pending: 0 }),
     ]);
   });
+  it("tail follows the stream until SIGTERM, then exits 0", async () => {
+    const p = runCli(["tail", "--from", "0", "--json"], env);
+    try {
+      // The last event already in the stream is printed: tail is now blocked waiting for more.
+      const lastId = events[events.length - 1]?.id ?? "";
+      await p.waitForLine(new RegExp(`"id":"${lastId}"`));
+      p.child.kill("SIGTERM");
+      expect(await p.exited).toBe(0);
+    } finally {
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    }
+  });
 });
 
 describe("simulate", () => {
