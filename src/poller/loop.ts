@@ -104,6 +104,9 @@ export class Poller {
   private stopping = false;
   private authOk = true;
   private redisOk = true;
+  /** Redis calls begun so far, and the number of the one that last set redisOk. */
+  private redisCalls = 0;
+  private redisStateFrom = 0;
   private lastRedisError: string | null = null;
 
   constructor(private readonly deps: PollerDeps) {
@@ -206,9 +209,23 @@ export class Poller {
     }
   }
 
-  private markRedis(ok: boolean, op: string, err?: unknown): void {
+  /** Numbers a Redis call as it begins, for markRedis. */
+  private redisCallStarts(): number {
+    this.redisCalls += 1;
+    return this.redisCalls;
+  }
+
+  /**
+   * Records how Redis call number `call` ended. The call begun last decides whether Redis
+   * counts as healthy: ioredis hands back a pipeline's replies only when the whole pipeline is
+   * done, so a reply that arrived before a black hole can land after a later call's timeout,
+   * and must not make readiness say "up" again.
+   */
+  private markRedis(ok: boolean, op: string, call: number, err?: unknown): void {
+    if (!ok) this.deps.metrics?.redisErrors?.inc({ op });
+    if (call < this.redisStateFrom) return;
+    this.redisStateFrom = call;
     if (!ok) {
-      this.deps.metrics?.redisErrors?.inc({ op });
       this.lastRedisError = coerceError(err).message;
       if (this.redisOk) this.log.error({ err: coerceError(err), op }, "redis call failed");
     } else if (!this.redisOk) {
@@ -241,12 +258,13 @@ export class Poller {
       }
       let claimed: Awaited<ReturnType<Store["claim"]>>;
       const now = this.clock();
+      const call = this.redisCallStarts();
       try {
         claimed = await this.deps.store.claim(now, Math.min(room, s.claimBatch), s.leaseMs);
-        this.markRedis(true, "claim");
+        this.markRedis(true, "claim", call);
         redisBackoff = 100;
       } catch (err) {
-        this.markRedis(false, "claim", err);
+        this.markRedis(false, "claim", call, err);
         await this.claimWake.wait(redisBackoff);
         redisBackoff = Math.min(redisBackoff * 2, 2000);
         continue;
@@ -490,16 +508,17 @@ export class Poller {
   private async applyBatch(batch: Pending[]): Promise<void> {
     let backoff = 50;
     for (;;) {
+      const call = this.redisCallStarts();
       try {
         const codes = await this.deps.store.apply(
           batch.map((p) => p.write),
           this.clock(),
         );
-        this.markRedis(true, "apply");
+        this.markRedis(true, "apply", call);
         for (let i = 0; i < batch.length; i++) this.settle(batch[i], codes[i] ?? null);
         return;
       } catch (err) {
-        this.markRedis(false, "apply", err);
+        this.markRedis(false, "apply", call, err);
         // Retrying is safe: the script is compare-and-set. Give up only at shutdown.
         if (this.stopping && this.stopDeadlinePassed()) {
           for (const p of batch) this.settle(p, null);
@@ -531,11 +550,12 @@ export class Poller {
   private async releaseQuietly(jobs: readonly ClaimedJob[]): Promise<void> {
     if (jobs.length === 0) return;
     const now = this.clock();
+    const call = this.redisCallStarts();
     try {
       await this.deps.store.release(jobs.map((j) => ({ id: j.id, lease: j.lease, dueAt: now })));
     } catch (err) {
       // Not fatal: an unreleased lease simply runs out after POLLER_LEASE_MS.
-      this.markRedis(false, "release", err);
+      this.markRedis(false, "release", call, err);
     }
   }
 
@@ -603,6 +623,7 @@ export class Poller {
       const now = this.clock();
       const reconcile = now - this.lastReconcile >= s.reconcileIntervalMs;
       let more = false;
+      let call = this.redisCallStarts();
       try {
         const started = this.clock();
         const result = await this.deps.store.intake(1000, reconcile, now >= nextDiffAt);
@@ -610,7 +631,7 @@ export class Poller {
           nextDiffAt = started + Math.max(0, this.clock() - started) * DIFF_SHARE;
         }
         if (reconcile && result.diffed) this.lastReconcile = now;
-        this.markRedis(true, "intake");
+        this.markRedis(true, "intake", call);
         backoff = s.intakeIntervalMs;
         if (result.added > 0) {
           this.log.debug({ added: result.added }, "new jobs tracked");
@@ -621,6 +642,7 @@ export class Poller {
         }
         for (const { member, lastSequence } of result.invalid) {
           const reason = rejectionReason(member);
+          call = this.redisCallStarts();
           const moved = await this.deps.store.reject(
             member,
             reason,
@@ -636,7 +658,7 @@ export class Poller {
         }
         more = result.remaining > 0;
       } catch (err) {
-        this.markRedis(false, "intake", err);
+        this.markRedis(false, "intake", call, err);
         backoff = Math.min(backoff * 2, 5000);
       }
       if (!more) await this.intakeWake.wait(backoff);
@@ -645,10 +667,13 @@ export class Poller {
 
   private async expireLoop(): Promise<void> {
     while (!this.stopping) {
+      let call = this.redisCallStarts();
       try {
-        while ((await this.deps.store.expire(this.clock(), 500)) === 500 && !this.stopping) {}
+        while ((await this.deps.store.expire(this.clock(), 500)) === 500 && !this.stopping) {
+          call = this.redisCallStarts();
+        }
       } catch (err) {
-        this.markRedis(false, "expire", err);
+        this.markRedis(false, "expire", call, err);
       }
       await sleep(10_000, this.stopController.signal);
     }
