@@ -1,6 +1,6 @@
 import { isJobId } from "../api/schema.js";
 import { EXIT, parseCommandArgs, UsageError } from "./common.js";
-import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
+import { REDIS_HELP, REDIS_OPTIONS, withStore } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller status [options] [jobId]
 
@@ -28,8 +28,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (positionals.length > 1) throw new UsageError("status takes at most one job id");
-  const { redis, store } = openStore(values);
-  try {
+  return withStore(values, async ({ redis, store }) => {
     const out = (obj: Record<string, unknown>) => {
       if (values.json) process.stdout.write(`${JSON.stringify(obj)}\n`);
       else
@@ -83,7 +82,5 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       replicas,
     });
     return EXIT.ok;
-  } finally {
-    redis.disconnect();
-  }
+  });
 }

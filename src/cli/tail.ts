@@ -1,7 +1,7 @@
 import { entryFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
 import { EXIT, parseCommandArgs, UsageError, watchInterrupt } from "./common.js";
-import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
+import { REDIS_HELP, REDIS_OPTIONS, withStore } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller tail [options]
 
@@ -56,61 +56,61 @@ export async function runTailCommand(argv: string[]): Promise<number> {
   }
   const limit = values.count === undefined ? Number.POSITIVE_INFINITY : Number(values.count);
   if (!(limit > 0)) throw new UsageError("--count must be a positive number");
-  const { redis, store } = openStore(values);
-  const stream = values.stream === "events" ? store.keys.events : store.keys.alerts;
   const group = values.group;
   const consumer = values.consumer ?? `tail-${process.pid}`;
   const signals = watchInterrupt();
   try {
-    if (group !== undefined) {
-      try {
-        await redis.xgroup("CREATE", stream, group, values.from, "MKSTREAM");
-      } catch (err) {
-        if (!/BUSYGROUP/.test((err as Error).message)) throw err;
-      }
-    }
-    // Pin "$" to the current last id once, so events arriving between two reads are not skipped.
-    let last = values.from;
-    if (group === undefined && last === "$") {
-      last = (await redis.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
-    }
-    let seen = 0;
-    while (!signals.interrupted && seen < limit) {
-      const reply = (
-        group === undefined
-          ? await redis.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", stream, last)
-          : await redis.xreadgroup(
-              "GROUP",
-              group,
-              consumer,
-              "COUNT",
-              100,
-              "BLOCK",
-              1000,
-              "STREAMS",
-              stream,
-              ">",
-            )
-      ) as Array<[string, Array<[string, string[]]>]> | null;
-      if (!reply) continue;
-      for (const [, entries] of reply) {
-        for (const [id, flat] of entries) {
-          last = id;
-          const fields = entryFields(flat);
-          const data = fields["data"];
-          if (data !== undefined) {
-            const event = JSON.parse(data) as AnyCloudEvent;
-            process.stdout.write(`${values.json ? data : formatEvent(event)}\n`);
-          }
-          if (group !== undefined) await redis.xack(stream, group, id);
-          seen += 1;
-          if (seen >= limit) break;
+    return await withStore(values, async ({ redis, store }) => {
+      const stream = values.stream === "events" ? store.keys.events : store.keys.alerts;
+      if (group !== undefined) {
+        try {
+          await redis.xgroup("CREATE", stream, group, values.from, "MKSTREAM");
+        } catch (err) {
+          if (!/BUSYGROUP/.test((err as Error).message)) throw err;
         }
       }
-    }
-    return EXIT.ok;
+      // Pin "$" to the current last id once, so events arriving between two reads are not skipped.
+      let last = values.from;
+      if (group === undefined && last === "$") {
+        last = (await redis.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] ?? "0-0";
+      }
+      let seen = 0;
+      while (!signals.interrupted && seen < limit) {
+        const reply = (
+          group === undefined
+            ? await redis.xread("COUNT", 100, "BLOCK", 1000, "STREAMS", stream, last)
+            : await redis.xreadgroup(
+                "GROUP",
+                group,
+                consumer,
+                "COUNT",
+                100,
+                "BLOCK",
+                1000,
+                "STREAMS",
+                stream,
+                ">",
+              )
+        ) as Array<[string, Array<[string, string[]]>]> | null;
+        if (!reply) continue;
+        for (const [, entries] of reply) {
+          for (const [id, flat] of entries) {
+            last = id;
+            const fields = entryFields(flat);
+            const data = fields["data"];
+            if (data !== undefined) {
+              const event = JSON.parse(data) as AnyCloudEvent;
+              process.stdout.write(`${values.json ? data : formatEvent(event)}\n`);
+            }
+            if (group !== undefined) await redis.xack(stream, group, id);
+            seen += 1;
+            if (seen >= limit) break;
+          }
+        }
+      }
+      return EXIT.ok;
+    });
   } finally {
     signals.dispose();
-    redis.disconnect();
   }
 }

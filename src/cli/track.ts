@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline";
 import { isJobId } from "../api/schema.js";
 import { EXIT, parseCommandArgs } from "./common.js";
-import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
+import { REDIS_HELP, REDIS_OPTIONS, withStore } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller track [options] <jobId...>
        producer | idunox-poller track [options] -
@@ -40,8 +40,7 @@ export async function runTrackCommand(argv: string[]): Promise<number> {
     );
   }
   if (valid.length === 0) return refused > 0 ? EXIT.failure : EXIT.ok;
-  const { redis, store } = openStore(values);
-  try {
+  return withStore(values, async ({ redis, store }) => {
     let added = 0;
     for (let i = 0; i < valid.length; i += 1000) {
       added += await redis.sadd(store.keys.pending, ...valid.slice(i, i + 1000));
@@ -50,7 +49,5 @@ export async function runTrackCommand(argv: string[]): Promise<number> {
       `added ${added} new job id(s) to ${store.keys.pending} (${valid.length - added} already pending)\n`,
     );
     return refused > 0 ? EXIT.failure : EXIT.ok;
-  } finally {
-    redis.disconnect();
-  }
+  });
 }
