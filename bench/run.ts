@@ -5,6 +5,7 @@ import { join, relative } from "node:path";
 import { Redis } from "ioredis";
 import { ROOT, spawnHelper, waitUntil } from "./lib/children.js";
 import { type SelfTime, topSelfTime, writeFoldedStacks } from "./lib/profile.js";
+import { reportRedisErrors } from "./lib/redis.js";
 import { round } from "./lib/stats.js";
 import {
   API_KEY,
@@ -237,6 +238,7 @@ async function main(): Promise<void> {
   const ownRedis = env["BENCH_PRIVATE_REDIS"] === "1" ? await privateRedis() : null;
   const redisUrl = ownRedis?.url ?? env["BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379";
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
+  reportRedisErrors(redis, redisUrl, "bench");
   const simEnv = { LOG_LEVEL: "warn" };
   const simArgs = ["simulate", "--port", "0", "--json", "--api-key", API_KEY];
   const fastSim = await spawnHelper("dist/cli/main.js", [...simArgs, "--fast"], simEnv);

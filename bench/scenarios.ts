@@ -17,6 +17,7 @@ import {
   jobIds,
   memoryUsage,
   redisDelta,
+  reportRedisErrors,
   seedPending,
   snapshotRedis,
 } from "./lib/redis.js";
@@ -323,6 +324,11 @@ function followStream(
   onEntry: (fields: Record<string, string>, readAt: number) => void,
 ): { stop(): Promise<void> } {
   const reader = redis.duplicate();
+  reportRedisErrors(
+    reader,
+    `redis://${reader.options.host}:${reader.options.port}`,
+    "stream reader",
+  );
   let running = true;
   const loop = (async () => {
     let lastId = fromId;

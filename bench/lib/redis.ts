@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import { deleteKeysWithPrefix } from "../../src/store/connection.js";
+import { describeRedisError } from "../../src/store/redis-errors.js";
 
 /** Server-wide counters; only their deltas around a window mean anything. */
 export interface RedisSnapshot {
@@ -82,4 +83,18 @@ export async function seedPending(
 export async function memoryUsage(redis: Redis, key: string): Promise<number> {
   const bytes = (await redis.call("MEMORY", "USAGE", key, "SAMPLES", "0")) as number | null;
   return bytes ?? 0;
+}
+
+/**
+ * The `error` listener of a benchmark's own clients: without one ioredis prints "Unhandled
+ * error event" with a stack on every reconnection attempt. One line per distinct problem.
+ */
+export function reportRedisErrors(client: Redis, url: string, who: string): void {
+  const seen = new Set<string>();
+  client.on("error", (err: unknown) => {
+    const line = describeRedisError(err, url);
+    if (seen.has(line)) return;
+    seen.add(line);
+    process.stderr.write(`${who}: ${line}\n`);
+  });
 }

@@ -1,6 +1,7 @@
 import { DelayedError, type Job, Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { Pool } from "undici";
+import { reportRedisErrors } from "../lib/redis.js";
 import { subjectEnv } from "./env.js";
 
 /**
@@ -22,6 +23,9 @@ const connection = { url: env.redisUrl, maxRetriesPerRequest: null };
 const bullPrefix = `${env.prefix}bull`;
 const queue = new Queue<PollData>("poll", { connection, prefix: bullPrefix });
 const redis = new Redis(env.redisUrl, { maxRetriesPerRequest: 3 });
+reportRedisErrors(redis, env.redisUrl, "bullmq peer");
+// BullMQ's own connections report through the Queue's and the Worker's error events.
+queue.on("error", (err) => process.stderr.write(`queue error: ${err.message}\n`));
 const pool = new Pool(env.simUrl, { connections: env.concurrency });
 const headers = { "x-api-key": env.apiKey };
 const events = `${env.prefix}events`;

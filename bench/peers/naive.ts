@@ -1,5 +1,6 @@
 import { Redis } from "ioredis";
 import { Pool } from "undici";
+import { reportRedisErrors } from "../lib/redis.js";
 import { subjectEnv } from "./env.js";
 
 /**
@@ -13,6 +14,7 @@ import { subjectEnv } from "./env.js";
  */
 const env = subjectEnv();
 const redis = new Redis(env.redisUrl, { maxRetriesPerRequest: 3 });
+reportRedisErrors(redis, env.redisUrl, "naive peer");
 const pool = new Pool(env.simUrl, { connections: env.concurrency });
 const headers = { "x-api-key": env.apiKey };
 const keys = {

@@ -8,6 +8,7 @@ import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
+import { redisAddress, redisAttempt, watchRedisConnection } from "../store/redis-errors.js";
 import { Store } from "../store/store.js";
 
 function sleepMs(ms: number): Promise<void> {
@@ -83,9 +84,30 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   logger.info({ config: redactedConfig(config) }, "starting idunox-job-poller");
 
   const redis: RedisClient = connectRedis(config.redisUrl);
-  redis.on("error", (err: unknown) => {
-    // ioredis reconnects by itself; log at debug to avoid one line per retry.
-    logger.debug({ err: coerceError(err) }, "redis connection error");
+  const redisAt = redisAddress(config.redisUrl);
+  // ioredis reconnects by itself with backoff and emits an error per attempt: one error line
+  // per outage says what is wrong, one info line says it is over, the rest goes to debug.
+  const redisWatch = watchRedisConnection(redis, config.redisUrl, {
+    down: (problem) =>
+      logger.error(
+        {
+          redis: redisAt,
+          tried: redisAttempt(config.redisUrl),
+          problem: problem.kind,
+          retrying: "with backoff, at most 2 s apart; not ready until Redis answers",
+        },
+        problem.line,
+      ),
+    up: (downMs) =>
+      logger.info(
+        { redis: redisAt, downMs },
+        redisWasReady ? "Redis answers again" : "Redis answers",
+      ),
+    each: (err) => logger.debug({ err: coerceError(err) }, "redis connection error"),
+  });
+  let redisWasReady = false;
+  redis.on("ready", () => {
+    redisWasReady = true;
   });
 
   const store = new Store(redis, {
@@ -137,7 +159,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         ? { ok: true }
         : {
             ok: false,
-            reason: redisReady(redis) ? "redis commands failing" : `redis ${redis.status}`,
+            reason: redisReady(redis)
+              ? "redis commands failing"
+              : (redisWatch.problem ?? `redis ${redis.status} at ${redisAt}`),
           },
       apiKey: poller.apiKeyAccepted
         ? { ok: true }

@@ -108,6 +108,8 @@ export class Poller {
   private redisCalls = 0;
   private redisStateFrom = 0;
   private lastRedisError: string | null = null;
+  /** The current Redis failure was logged at error level, so its end is logged at info. */
+  private redisCallFailureLogged = false;
 
   constructor(private readonly deps: PollerDeps) {
     this.clock = deps.clock ?? Date.now;
@@ -227,9 +229,16 @@ export class Poller {
     this.redisStateFrom = call;
     if (!ok) {
       this.lastRedisError = coerceError(err).message;
-      if (this.redisOk) this.log.error({ err: coerceError(err), op }, "redis call failed");
+      // A lost connection is logged once, with its cause, by the daemon's connection watch;
+      // here only failures on a live connection (timeouts, OOM ...) are news.
+      if (this.redisOk) {
+        const live = this.deps.store.redis.status === "ready";
+        this.log[live ? "error" : "debug"]({ err: coerceError(err), op }, "redis call failed");
+        this.redisCallFailureLogged = live;
+      }
     } else if (!this.redisOk) {
-      this.log.info({ op }, "redis answers again");
+      this.log[this.redisCallFailureLogged ? "info" : "debug"]({ op }, "redis answers again");
+      this.redisCallFailureLogged = false;
     }
     this.redisOk = ok;
   }

@@ -264,3 +264,79 @@ export function rememberRedisErrors(client: RedisClient): { last(): unknown } {
   });
   return { last: () => last };
 }
+
+export interface RedisConnectionWatch {
+  /** The current problem as one line, or null while the connection is ready. */
+  readonly problem: string | null;
+}
+
+export interface RedisConnectionHooks {
+  /** Once per distinct problem per outage: the first error, not every reconnection attempt. */
+  down(problem: RedisProblem, err: unknown): void;
+  /** When the connection is ready again after `down` was called; `downMs` since the first. */
+  up(downMs: number): void;
+  /** Every error, for debug logs. */
+  each?(err: unknown): void;
+}
+
+/**
+ * Follows a long-lived client (the daemon's) and is its `error` listener. ioredis reconnects
+ * by itself and emits an error per attempt; an operator wants one line saying what is wrong
+ * when it starts, and one when it is over, so repeats within one outage are not reported.
+ */
+export function watchRedisConnection(
+  client: RedisClient,
+  url: string,
+  hooks: RedisConnectionHooks,
+  now: () => number = Date.now,
+): RedisConnectionWatch {
+  let problem: string | null = null;
+  let downSince: number | null = null;
+  let reported = new Set<string>();
+  // Bumped when the connection is ready: an explanation that finishes after that is stale.
+  let epoch = 0;
+  client.on("error", (err: unknown) => {
+    hooks.each?.(err);
+    downSince ??= now();
+    problem ??= classifyRedisError(err, url).line;
+    const mine = epoch;
+    explainRedisError(err, url).then(
+      (explained) => {
+        if (mine !== epoch) return;
+        problem = explained.line;
+        if (reported.has(explained.line)) return;
+        reported.add(explained.line);
+        hooks.down(explained, err);
+      },
+      () => {},
+    );
+  });
+  client.on("ready", () => {
+    epoch += 1;
+    if (reported.size > 0 && downSince !== null) hooks.up(now() - downSince);
+    problem = null;
+    downSince = null;
+    reported = new Set();
+  });
+  return {
+    get problem() {
+      return problem;
+    },
+  };
+}
+
+/** What connecting to `url` involves, for the log line that says it failed. */
+export function redisAttempt(url: string): string {
+  try {
+    const t = parseRedisUrl(url);
+    const hosts = t.hosts.map((h) => `${h.host}:${h.port}`).join(",");
+    const tls = t.tls ? " over TLS" : "";
+    if (t.mode === "cluster") return `ask the cluster seed nodes ${hosts}${tls} for the slot map`;
+    if (t.mode === "sentinel") {
+      return `ask the sentinels ${hosts}${tls} for master "${t.masterName ?? "mymaster"}"`;
+    }
+    return `connect to ${hosts}${tls}${t.password === null ? "" : " with a password"}, db ${t.db}`;
+  } catch {
+    return "connect";
+  }
+}
