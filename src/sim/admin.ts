@@ -46,6 +46,7 @@ const jobSpecSchema = z.strictObject({
   maxAttempts: z.int().min(0).optional(),
   slaDeadlineInMs: z.number().nullable().optional(),
   visibleAfterMs: z.number().min(0).optional(),
+  flagsDeadlineBreach: z.boolean().optional(),
   partnerSubjectId: z.string().nullable().optional(),
   lastError: z.string().nullable().optional(),
   errorDetail: z.unknown().optional(),

@@ -28,6 +28,11 @@ export interface SimJobSpec {
   slaDeadlineInMs?: number | null;
   /** The API answers 404 until then (exercises the poller's not_found grace). */
   visibleAfterMs?: number;
+  /**
+   * Default true. False: the API never raises `slaBreached` because the deadline passed (a step
+   * may still raise it), so only the poller's own clock can see that breach.
+   */
+  flagsDeadlineBreach?: boolean;
   partnerSubjectId?: string | null;
   /** The message reported from the first failure on, unless a step says otherwise. */
   lastError?: string | null;
@@ -44,6 +49,7 @@ export interface SimJob {
   steps: SimStep[];
   maxAttempts: number;
   slaDeadlineAt: number | null;
+  flagsDeadlineBreach: boolean;
   visibleAt: number;
   submissionId: string;
   partnerSubmissionId: string;
@@ -233,6 +239,7 @@ export function createSimJob(
     steps: normalizeSteps(base.steps ?? []),
     maxAttempts: base.maxAttempts ?? 3,
     slaDeadlineAt: slaDeadlineInMs === null ? null : now + slaDeadlineInMs,
+    flagsDeadlineBreach: base.flagsDeadlineBreach ?? true,
     visibleAt: now + (base.visibleAfterMs ?? 0),
     submissionId,
     partnerSubmissionId,
@@ -323,7 +330,7 @@ export function jobAt(job: SimJob, now: number): Job | null {
     slaDeadlineAt: iso(deadline),
     processingDurationMs:
       completedAt !== null && startedAt !== null ? completedAt - startedAt : null,
-    slaBreached: breachedByStep || breachedByDeadline,
+    slaBreached: breachedByStep || (job.flagsDeadlineBreach && breachedByDeadline),
     createdAt: new Date(job.createdAt).toISOString(),
     updatedAt: new Date(updatedAt).toISOString(),
   };

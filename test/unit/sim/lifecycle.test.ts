@@ -223,6 +223,20 @@ describe("scripted lifecycles", () => {
     expect(at(job, 60_000).slaBreached).toBe(false);
   });
 
+  it("never flags a passed deadline when flagsDeadlineBreach is false, but still a step's flag", () => {
+    const job = make({
+      slaDeadlineInMs: 5_000,
+      flagsDeadlineBreach: false,
+      steps: [
+        { afterMs: 1_000, status: "running" },
+        { afterMs: 9_000, status: "running", slaBreached: true },
+      ],
+    });
+    expect(at(job, 8_999)).toMatchObject({ slaBreached: false });
+    expect(at(job, 8_999).slaDeadlineAt).toBe(new Date(T0 + 5_000).toISOString());
+    expect(at(job, 9_000).slaBreached).toBe(true);
+  });
+
   it("reports a breach a step declares, without a deadline", () => {
     const job = make({ steps: [{ afterMs: 0, status: "running", slaBreached: true }] });
     expect(at(job, 0)).toMatchObject({ slaBreached: true, slaDeadlineAt: null });
