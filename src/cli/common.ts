@@ -5,6 +5,7 @@ export const EXIT = {
   ok: 0,
   failure: 1,
   usage: 2,
+  unavailable: 69, // EX_UNAVAILABLE: the demo found no Redis and no redis-server to start
   config: 78, // EX_CONFIG
 } as const;
 

@@ -1,5 +1,9 @@
 import { connectRedis, type RedisClient } from "../store/connection.js";
-import { explainRedisError, rememberRedisErrors } from "../store/redis-errors.js";
+import {
+  explainRedisError,
+  type RedisProblem,
+  rememberRedisErrors,
+} from "../store/redis-errors.js";
 import { Store } from "../store/store.js";
 
 export const REDIS_OPTIONS = {
@@ -19,6 +23,10 @@ export const COMMAND_REDIS_WAIT_MS = 3000;
 /** A Redis failure already put into one line; main prints its message and exits 1. */
 export class RedisCommandError extends Error {
   readonly code = "REDIS_FAILED";
+
+  constructor(readonly problem: RedisProblem) {
+    super(problem.line);
+  }
 }
 
 /**
@@ -52,9 +60,20 @@ export async function withStore<T>(
     if (checked && !isRedisFailure(err)) throw err;
     const cause = errors.last() ?? err;
     const problem = await explainRedisError(cause, url, { waitedMs: COMMAND_REDIS_WAIT_MS });
-    throw new RedisCommandError(problem.line);
+    throw new RedisCommandError(problem);
   } finally {
     redis.disconnect();
+  }
+}
+
+/** Asks the Redis at `url` once (PING); null when it answers, else what is wrong. */
+export async function redisProblemAt(url: string): Promise<RedisProblem | null> {
+  try {
+    await withStore({ "redis-url": url }, async () => undefined);
+    return null;
+  } catch (err) {
+    if (err instanceof RedisCommandError) return err.problem;
+    throw err;
   }
 }
 
