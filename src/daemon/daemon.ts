@@ -161,7 +161,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
             ok: false,
             reason: redisReady(redis)
               ? "redis commands failing"
-              : (redisWatch.problem ?? `redis ${redis.status} at ${redisAt}`),
+              : (redisWatch.problem ?? `no answer yet from Redis at ${redisAt} (${redis.status})`),
           },
       apiKey: poller.apiKeyAccepted
         ? { ok: true }

@@ -44,7 +44,10 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** One PING over a fresh socket; resolves true on +PONG, false on anything else (LOADING too). */
+/**
+ * One PING over a fresh socket; resolves true on +PONG, or -NOAUTH from a server started with
+ * --requirepass (it is up, it wants a password), false on anything else (LOADING too).
+ */
 function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = createConnection({ host: "127.0.0.1", port });
@@ -58,7 +61,7 @@ function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
     socket.on("connect", () => socket.write("PING\r\n"));
     socket.on("data", (chunk) => {
       reply += chunk.toString("latin1");
-      if (reply.includes("\r\n")) done(reply.startsWith("+PONG"));
+      if (reply.includes("\r\n")) done(reply.startsWith("+PONG") || reply.startsWith("-NOAUTH"));
     });
   });
 }
