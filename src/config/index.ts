@@ -4,6 +4,7 @@ import {
   API_KEY_ENV,
   API_KEY_FILE_ENV,
   CONFIG_FILE_ENV,
+  isLoopbackHost,
   KNOWN_ENV_NAMES,
   type LogLevel,
   maskUrlPassword,
@@ -14,6 +15,7 @@ import {
 } from "./schema.js";
 
 export {
+  isLoopbackHost,
   KNOWN_ENV_NAMES,
   type LogLevel,
   maskUrlPassword,
@@ -59,6 +61,8 @@ export interface Config {
   claimBatch: number;
   idleWakeMs: number;
   replicaId: string;
+  /** Lets an http:// API URL name a host that is not loopback; the daemon warns at start. */
+  allowInsecureHttp: boolean;
 }
 
 export class ConfigError extends Error {
@@ -161,6 +165,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (/^rediss?\+cluster:/.test(s.redisUrl) && !/\{[^{}]+\}/.test(s.keyPrefix)) {
       problems.push(
         `POLLER_KEY_PREFIX: a Redis Cluster needs a hash tag in the prefix, e.g. {idunox}:jobs:, got ${quote(s.keyPrefix)}`,
+      );
+    }
+  }
+
+  // The key goes out in a header of every request: over plain HTTP anyone on the path reads it.
+  // Only a loopback host is safe without TLS, unless a test rig says otherwise explicitly.
+  if (s.apiUrl !== undefined && s.allowInsecureHttp === false) {
+    const url = new URL(s.apiUrl);
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      problems.push(
+        `IDUNOX_API_URL: an http:// URL would send the API key in clear text; use https://, or a loopback host (127.0.0.1, ::1, localhost), or set POLLER_ALLOW_INSECURE_HTTP=true on a test rig, got ${quote(maskUrlPassword(s.apiUrl))}`,
       );
     }
   }

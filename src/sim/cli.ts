@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import pino from "pino";
 import { parseCommandArgs } from "../cli/common.js";
 import { randomSeed } from "./random.js";
@@ -32,7 +33,8 @@ Options:
                     (log-normal queue and run times per job type, see src/sim/mix.ts)
   --json            print {"url","jobIds"} as one JSON line
   --seed N          seed of the lifecycles and faults (random by default)
-  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY or sim-key)
+  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY, the file
+                    $IDUNOX_API_KEY_FILE names, or sim-key)
   --fast            benchmark mode: every uuid exists and is running
   --auto-create     unknown uuids get a random lifecycle on first sight
 Exit codes: 0 stopped by a signal, 1 failure, 2 usage.`;
@@ -60,7 +62,13 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
   if (mix !== "scenarios" && mix !== "pipeline") {
     throw new Error("--mix must be scenarios or pipeline");
   }
-  const apiKey = values["api-key"] ?? env["IDUNOX_API_KEY"] ?? DEFAULT_API_KEY;
+  const keyFile = env["IDUNOX_API_KEY_FILE"];
+  // The compose demo hands both the simulator and the poller one secret file.
+  const apiKey =
+    values["api-key"] ??
+    env["IDUNOX_API_KEY"] ??
+    (keyFile ? readFileSync(keyFile, "utf8").trim() : undefined) ??
+    DEFAULT_API_KEY;
   const logger = pino(
     { name: "idunox-sim", level: env["LOG_LEVEL"] ?? "info" },
     pino.destination(2),
