@@ -9,6 +9,7 @@ import {
   type LogLevel,
   maskUrlPassword,
   type ParsedSettings,
+  type Schedule,
   SETTINGS,
   type Setting,
 } from "./schema.js";
@@ -22,6 +23,8 @@ export {
   type RedisMode,
   type RedisTarget,
   RedisUrlError,
+  SCHEDULES,
+  type Schedule,
 } from "./schema.js";
 
 export interface Config {
@@ -36,6 +39,10 @@ export interface Config {
   maxIntervalMs: number;
   backoffFactor: number;
   jitter: number;
+  /** predictive: learned phase durations place the polls; backoff: the exponential backoff only. */
+  schedule: Schedule;
+  /** How often learned durations are merged into Redis and read back (one round trip). */
+  scheduleSyncMs: number;
   concurrency: number;
   requestTimeoutMs: number;
   retries: number;

@@ -233,6 +233,17 @@ const replicaId: Rule<string> = {
   schema: z.string().regex(/^[\x21-\x7e]{1,200}$/),
 };
 
+export const SCHEDULES = ["predictive", "backoff"] as const;
+export type Schedule = (typeof SCHEDULES)[number];
+
+const schedule: Rule<Schedule> = {
+  expect: `one of ${SCHEDULES.join(", ")}`,
+  schema: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(SCHEDULES)),
+};
+
 const flag: Rule<boolean> = {
   expect: "true or false",
   schema: z
@@ -268,6 +279,8 @@ export const SETTINGS = {
   maxIntervalMs: setting("POLLER_MAX_INTERVAL_MS", "60000", integer(10, DAY_MS)),
   backoffFactor: setting("POLLER_BACKOFF_FACTOR", "2", decimal(1, 10)),
   jitter: setting("POLLER_JITTER", "0.2", decimal(0, 1)),
+  schedule: setting("POLLER_SCHEDULE", "predictive", schedule),
+  scheduleSyncMs: setting("POLLER_SCHEDULE_SYNC_MS", "5000", integer(100, 600_000)),
   concurrency: setting("POLLER_CONCURRENCY", "32", integer(1, 1024)),
   requestTimeoutMs: setting("POLLER_REQUEST_TIMEOUT_MS", "10000", integer(100, 120_000)),
   retries: setting("POLLER_RETRIES", "3", integer(0, 10)),

@@ -49,6 +49,8 @@ describe("defaults", () => {
       maxIntervalMs: 60000,
       backoffFactor: 2,
       jitter: 0.2,
+      schedule: "predictive",
+      scheduleSyncMs: 5000,
       concurrency: 32,
       requestTimeoutMs: 10000,
       retries: 3,
