@@ -1,63 +1,20 @@
 import type { Logger } from "pino";
 import type { PollOutcome } from "../api/outcome.js";
 import { shutdownPhases } from "../config/budgets.js";
-import { isAlert, kindOfType } from "../events/cloudevents.js";
 import { coerceError } from "../lib/errors.js";
 import { sleep, Wakeup } from "../lib/signal.js";
 import type { ClaimedJob } from "../store/store.js";
-import { ApplyCode, describeApplyCode } from "../store/store.js";
 import { Claimer } from "./claimer.js";
-import { type DecideSettings, type Decision, decide } from "./decide.js";
+import { type Decision, decide } from "./decide.js";
 import { Gate } from "./gate.js";
 import { Housekeeping } from "./housekeeping.js";
 import { Lifecycle } from "./lifecycle.js";
-import type { JobsApi, PollerStore } from "./ports.js";
+import type { PollerDeps } from "./ports.js";
 import { RedisHealth } from "./redis-health.js";
+import { reportWrite } from "./report.js";
 import { Writer } from "./writer.js";
 
-export type { JobsApi, PollerStore } from "./ports.js";
-
-export interface PollerSettings extends DecideSettings {
-  concurrency: number;
-  leaseMs: number;
-  claimBatch: number;
-  intakeIntervalMs: number;
-  idleWakeMs: number;
-  authRetryMs: number;
-  shutdownTimeoutMs: number;
-  /** How often the pending set is fully reconciled even when its size did not change. */
-  reconcileIntervalMs: number;
-  circuitThreshold: number;
-  circuitMinCooldownMs: number;
-  circuitMaxCooldownMs: number;
-  /**
-   * The longest one poll may take, retries included; also the hand-back threshold: a job with
-   * less lease left is handed back.
-   */
-  pollBudgetMs: number;
-}
-
-/** The subset of `Metrics` the loop reports to; every field optional so tests can omit it. */
-export interface LoopMetrics {
-  polls?: { inc(labels: { outcome: string }, value?: number): void };
-  pollDuration?: { observe(labels: { outcome: string }, value: number): void };
-  events?: { inc(labels: { type: string }, value?: number): void };
-  redisErrors?: { inc(labels: { op: string }): void };
-  authOk?: { set(value: number): void };
-  circuitOpen?: { set(value: number): void };
-}
-
-export interface PollerDeps {
-  store: PollerStore;
-  api: JobsApi;
-  settings: PollerSettings;
-  logger: Logger;
-  metrics?: LoopMetrics;
-  clock?: () => number;
-  random?: () => number;
-  /** Called before each auth probe, e.g. to re-read a rotated key file. */
-  onAuthRetry?: () => void;
-}
+export type { JobsApi, LoopMetrics, PollerDeps, PollerSettings, PollerStore } from "./ports.js";
 
 /**
  * The poll loop: claim due jobs under a lease, poll them with bounded concurrency, decide with
@@ -281,7 +238,7 @@ export class Poller {
       },
       (code) => {
         try {
-          this.report(job, outcome, decision, code);
+          reportWrite(this.log, this.deps.metrics, job, outcome, decision, code);
         } finally {
           // Whatever reporting did, the slot and the claim loop must move on.
           this.idle.fire();
@@ -290,39 +247,5 @@ export class Poller {
         }
       },
     );
-  }
-
-  private report(
-    job: ClaimedJob,
-    outcome: Exclude<PollOutcome, { kind: "auth" }>,
-    decision: Decision,
-    code: ApplyCode | null,
-  ): void {
-    const m = this.deps.metrics;
-    if (code === null) {
-      m?.polls?.inc({ outcome: "not_written" });
-      return;
-    }
-    if (code !== ApplyCode.Written) {
-      m?.polls?.inc({ outcome: code === ApplyCode.LeaseLost ? "lease_lost" : "conflict" });
-      this.log.warn({ jobId: job.id, code }, `decision dropped: ${describeApplyCode(code)}`);
-      return;
-    }
-    m?.polls?.inc({ outcome: decision.verdict === "stale" ? "stale" : outcome.kind });
-    for (const event of decision.events) {
-      const kind = kindOfType(event.type);
-      m?.events?.inc({ type: kind ?? "unknown" });
-      const fields = {
-        jobId: job.id,
-        eventId: event.id,
-        type: event.type,
-        sequence: event.sequence,
-      };
-      if (kind !== undefined && isAlert(kind)) this.log.warn(fields, "alert event emitted");
-      else this.log.info(fields, "event emitted");
-    }
-    if (outcome.kind === "invalid") {
-      this.log.warn({ jobId: job.id, reason: outcome.reason }, "invalid API response");
-    }
   }
 }
