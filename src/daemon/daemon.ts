@@ -4,10 +4,12 @@ import { JobsClient } from "../api/client.js";
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
+import { DurationStats } from "../poller/duration-stats.js";
 import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
+import { DurationStore } from "../store/durations.js";
 import { Store } from "../store/store.js";
 
 function sleepMs(ms: number): Promise<void> {
@@ -18,6 +20,8 @@ export interface Daemon {
   readonly store: Store;
   readonly poller: Poller;
   readonly metrics: Metrics;
+  /** The learned phase durations this replica schedules from. */
+  readonly durations: DurationStats;
   readonly logger: Logger;
   /** The bound port of the HTTP server, or null when it is off. */
   readonly httpPort: number | null;
@@ -62,6 +66,7 @@ export function pollerSettings(config: Config): PollerSettings {
     circuitThreshold: Math.max(20, config.concurrency * 2),
     circuitMaxCooldownMs: 30_000,
     pollBudgetMs: retryBudgetMs(config) + config.requestTimeoutMs,
+    schedule: config.schedule,
   };
 }
 
@@ -115,12 +120,24 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
   });
 
+  // Learning runs under either schedule (status shows what was learned, and switching to
+  // predictive starts warm); only the predictive schedule lets decide read it.
+  const durations = new DurationStats({
+    store: new DurationStore(redis, store.keys.durations),
+    syncIntervalMs: config.scheduleSyncMs,
+    logger,
+    onSync: (ok) => {
+      if (!ok) metrics.redisErrors.inc({ op: "durations" });
+    },
+  });
+
   const poller = new Poller({
     store,
     api: client,
     settings: pollerSettings(config),
     logger,
     metrics,
+    durations,
     onAuthRetry: () => {
       if (config.apiKeyFile === null) return;
       const read = readApiKeyFile(config.apiKeyFile);
@@ -169,6 +186,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
           logger,
         });
 
+  durations.start();
   poller.start();
   logger.info({ httpPort: server?.port ?? null }, "poller started");
 
@@ -226,6 +244,8 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       const bounded = (p: Promise<unknown>) =>
         Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
+      // After the drain, so the changes of the last polls are learned too.
+      await bounded(durations.stop());
       client.abortInFlight();
       await bounded(redis.hdel(store.keys.replicas, config.replicaId));
       await bounded(client.close());
@@ -242,6 +262,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     store,
     poller,
     metrics,
+    durations,
     logger,
     httpPort: server?.port ?? null,
     readiness,

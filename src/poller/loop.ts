@@ -7,7 +7,9 @@ import type { ClaimedJob, DecisionWrite, Store } from "../store/store.js";
 import { ApplyCode, describeApplyCode } from "../store/store.js";
 import { Circuit } from "./circuit.js";
 import { type DecideSettings, decide } from "./decide.js";
+import type { DurationSnapshot } from "./durations.js";
 import { rejectionReason } from "./members.js";
+import type { DurationSample } from "./schedule.js";
 
 export interface PollerSettings extends DecideSettings {
   concurrency: number;
@@ -23,6 +25,14 @@ export interface PollerSettings extends DecideSettings {
   circuitMaxCooldownMs: number;
   /** The longest one poll may take, retries included: a job with less lease left is handed back. */
   pollBudgetMs: number;
+  /** predictive: decide gets the learned durations; backoff: it never sees them. */
+  schedule?: "predictive" | "backoff";
+}
+
+/** The learned phase durations (DurationStats): read on every poll, fed by written changes. */
+export interface DurationSource {
+  snapshot(): DurationSnapshot;
+  record(samples: readonly DurationSample[]): void;
 }
 
 export interface JobsApi {
@@ -40,6 +50,8 @@ export interface LoopMetrics {
   redisErrors?: { inc(labels: { op: string }): void };
   authOk?: { set(value: number): void };
   circuitOpen?: { set(value: number): void };
+  detectionDelay?: { observe(labels: { type: string }, value: number): void };
+  scheduled?: { inc(labels: { schedule: string }, value?: number): void };
 }
 
 export interface PollerDeps {
@@ -52,6 +64,8 @@ export interface PollerDeps {
   random?: () => number;
   /** Called before each auth probe, e.g. to re-read a rotated key file. */
   onAuthRetry?: () => void;
+  /** Learned durations; without it every job is on the backoff and nothing is learned. */
+  durations?: DurationSource;
 }
 
 const MAX_APPLY_CALLS = 2;
@@ -395,6 +409,10 @@ export class Poller {
         now,
         random: this.random(),
         settings: this.deps.settings,
+        durations:
+          this.deps.settings.schedule === "predictive"
+            ? (this.deps.durations?.snapshot() ?? null)
+            : null,
       });
     } catch (err) {
       // A bug or an unreadable stored value: never crash the daemon over one job.
@@ -418,7 +436,7 @@ export class Poller {
       (code) => {
         this.writesPending -= 1;
         try {
-          this.report(job, outcome, decision, code);
+          this.report(job, outcome, decision, code, now);
         } finally {
           // Whatever reporting did, the slot and the claim loop must move on.
           this.idle.fire();
@@ -434,6 +452,7 @@ export class Poller {
     outcome: Exclude<PollOutcome, { kind: "auth" }>,
     decision: ReturnType<typeof decide>,
     code: ApplyCode | null,
+    decidedAt: number,
   ): void {
     const m = this.deps.metrics;
     if (code === null) {
@@ -446,6 +465,19 @@ export class Poller {
       return;
     }
     m?.polls?.inc({ outcome: decision.verdict === "stale" ? "stale" : outcome.kind });
+    if (decision.scheduledBy !== null) m?.scheduled?.inc({ schedule: decision.scheduledBy });
+    // Learned and measured only once written: a dropped decision's change is seen again by
+    // whoever writes it, so each change counts once.
+    if (decision.samples.length > 0) this.deps.durations?.record(decision.samples);
+    if (outcome.kind === "ok" && job.state.status !== null && decision.verdict !== "stale") {
+      const body = outcome.job;
+      if (body.status !== job.state.status) {
+        m?.detectionDelay?.observe(
+          { type: body.type },
+          (decidedAt - Date.parse(body.updatedAt)) / 1000,
+        );
+      }
+    }
     for (const event of decision.events) {
       const kind = kindOfType(event.type);
       m?.events?.inc({ type: kind ?? "unknown" });
