@@ -1,10 +1,19 @@
 import { setTimeout as sleepTimer } from "node:timers/promises";
 import type { DestinationStream, Logger } from "pino";
 import { JobsClient } from "../api/client.js";
+import {
+  CIRCUIT_MAX_COOLDOWN_MS,
+  CIRCUIT_MIN_COOLDOWN_MS,
+  circuitThreshold,
+  pollBudgetMs,
+  RECONCILE_INTERVAL_MS,
+  retryBudgetMs,
+  shutdownPhases,
+} from "../config/budgets.js";
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
-import { DurationStats } from "../poller/duration-stats.js";
+import type { DurationStats } from "../poller/duration-stats.js";
 import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
@@ -21,7 +30,7 @@ export interface Daemon {
   readonly poller: Poller;
   readonly metrics: Metrics;
   /** The learned phase durations this replica schedules from. */
-  readonly durations: DurationStats;
+  readonly durations: DurationStats | null;
   readonly logger: Logger;
   /** The bound port of the HTTP server, or null when it is off. */
   readonly httpPort: number | null;
@@ -33,17 +42,6 @@ export interface Daemon {
 export interface DaemonOptions {
   logDestination?: DestinationStream;
   logger?: Logger;
-}
-
-/**
- * How long the retries of one poll may go on. A poll and its retries end inside the lease
- * (config enforces timeout * 2 < lease): at most max(2 * timeout, lease / 2).
- */
-function retryBudgetMs(config: Config): number {
-  return Math.max(
-    config.requestTimeoutMs,
-    Math.floor(config.leaseMs / 2) - config.requestTimeoutMs,
-  );
 }
 
 export function pollerSettings(config: Config): PollerSettings {
@@ -62,11 +60,13 @@ export function pollerSettings(config: Config): PollerSettings {
     idleWakeMs: config.idleWakeMs,
     authRetryMs: config.authRetryMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
-    reconcileIntervalMs: 60_000,
-    circuitThreshold: Math.max(20, config.concurrency * 2),
-    circuitMaxCooldownMs: 30_000,
-    pollBudgetMs: retryBudgetMs(config) + config.requestTimeoutMs,
+    reconcileIntervalMs: RECONCILE_INTERVAL_MS,
+    circuitThreshold: circuitThreshold(config.concurrency),
+    circuitMinCooldownMs: CIRCUIT_MIN_COOLDOWN_MS,
+    circuitMaxCooldownMs: CIRCUIT_MAX_COOLDOWN_MS,
+    pollBudgetMs: pollBudgetMs(config),
     schedule: config.schedule,
+    scheduleSyncMs: config.scheduleSyncMs,
   };
 }
 
@@ -120,24 +120,15 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
   });
 
-  // Learning runs under either schedule (status shows what was learned, and switching to
-  // predictive starts warm); only the predictive schedule lets decide read it.
-  const durations = new DurationStats({
-    store: new DurationStore(redis, store.keys.durations),
-    syncIntervalMs: config.scheduleSyncMs,
-    logger,
-    onSync: (ok) => {
-      if (!ok) metrics.redisErrors.inc({ op: "durations" });
-    },
-  });
-
   const poller = new Poller({
     store,
     api: client,
     settings: pollerSettings(config),
     logger,
     metrics,
-    durations,
+    // Learning runs under either schedule (status shows what was learned, and switching to
+    // predictive starts warm); only the predictive schedule lets decide read it.
+    durationStore: new DurationStore(redis, store.keys.durations),
     onAuthRetry: () => {
       if (config.apiKeyFile === null) return;
       const read = readApiKeyFile(config.apiKeyFile);
@@ -186,7 +177,6 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
           logger,
         });
 
-  durations.start();
   poller.start();
   logger.info({ httpPort: server?.port ?? null }, "poller started");
 
@@ -238,14 +228,12 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     stopping ??= (async () => {
       logger.info("stopping: no new claims, draining in-flight polls");
       clearInterval(heartbeat);
-      const deadline = Date.now() + config.shutdownTimeoutMs * 0.95;
+      const deadline = Date.now() + shutdownPhases(config.shutdownTimeoutMs).daemonMs;
       // Each step after the drain gets what is left of the budget, so a Redis or API that
       // does not answer cannot push the exit past POLLER_SHUTDOWN_TIMEOUT_MS.
       const bounded = (p: Promise<unknown>) =>
         Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
-      // After the drain, so the changes of the last polls are learned too.
-      await bounded(durations.stop());
       client.abortInFlight();
       await bounded(redis.hdel(store.keys.replicas, config.replicaId));
       await bounded(client.close());
@@ -262,7 +250,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     store,
     poller,
     metrics,
-    durations,
+    durations: poller.durations,
     logger,
     httpPort: server?.port ?? null,
     readiness,

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JobType } from "../../src/api/schema.js";
 import { loadConfig } from "../../src/config/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon/daemon.js";
+import type { DurationStats } from "../../src/poller/duration-stats.js";
 import { MIN_SAMPLES } from "../../src/poller/durations.js";
 import { createRng } from "../../src/sim/random.js";
 import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
@@ -40,6 +41,12 @@ function addJob(type: JobType, runMs = rng.int(150, 450)): string {
     ],
     slaDeadlineInMs: null,
   });
+}
+
+/** The daemon's learned durations (it always has them: it gives the poller a store). */
+function stats(d: Daemon): DurationStats {
+  if (d.durations === null) throw new Error("the daemon has no duration statistics");
+  return d.durations;
 }
 
 async function scheduled(d: Daemon, schedule: "predictive" | "backoff"): Promise<number> {
@@ -84,20 +91,20 @@ describe("predictive schedule in the daemon", () => {
       await finish(redis, prefix, ids);
       // Every job left the queue and finished its run once: one sample per phase per job,
       // learned by whichever replica wrote the change.
-      await waitFor(() => a.durations.recorded + b.durations.recorded === 2 * ids.length, {
+      await waitFor(() => stats(a).recorded + stats(b).recorded === 2 * ids.length, {
         what: "both phases of every job learned",
       });
-      await a.durations.sync();
-      await b.durations.sync();
-      await a.durations.sync();
+      await stats(a).sync();
+      await stats(b).sync();
+      await stats(a).sync();
       for (const d of [a, b]) {
-        const snap = d.durations.snapshot();
+        const snap = stats(d).snapshot();
         expect(snap.get("pipeline.deidentify", "queue")?.samples).toBe(ids.length);
         expect(snap.get("pipeline.deidentify", "run")?.samples).toBe(ids.length);
       }
       // At least one replica schedules from samples it never saw itself.
-      expect(Math.min(a.durations.recorded, b.durations.recorded)).toBeLessThan(2 * ids.length);
-      const run = b.durations.snapshot().get("pipeline.deidentify", "run");
+      expect(Math.min(stats(a).recorded, stats(b).recorded)).toBeLessThan(2 * ids.length);
+      const run = stats(b).snapshot().get("pipeline.deidentify", "run");
       expect(run?.quantile(0.5)).toBeGreaterThan(100);
       expect(run?.quantile(0.5)).toBeLessThan(600);
     } finally {
@@ -118,13 +125,13 @@ describe("predictive schedule in the daemon", () => {
       t = await startTestDaemon({ sim, env: { ...ENV, LOG_LEVEL: "silent" } });
       const warm = Array.from({ length: MIN_SAMPLES + 5 }, () => addJob("pipeline.run_inference"));
       await finish(t.redis, t.prefix, warm);
-      await waitFor(() => t.daemon.durations.recorded === 2 * warm.length, {
+      await waitFor(() => stats(t.daemon).recorded === 2 * warm.length, {
         what: "every job learned",
       });
 
       // The new daemon holds nothing in memory: what it schedules from comes from Redis.
       const daemon = await t.restart();
-      await waitFor(() => daemon.durations.snapshot().usable("pipeline.run_inference", "run"), {
+      await waitFor(() => stats(daemon).snapshot().usable("pipeline.run_inference", "run"), {
         what: "the restarted daemon reads the learned durations",
       });
       expect(await scheduled(daemon, "predictive")).toBe(0);
@@ -204,14 +211,14 @@ describe("predictive schedule in the daemon", () => {
           await new DurationStore(redis, keys.durations).mergeAndRead(batch, Date.now());
         },
       });
-      await waitFor(() => t.daemon.durations.snapshot().usable("pipeline.map_to_fhir", "run"), {
+      await waitFor(() => stats(t.daemon).snapshot().usable("pipeline.map_to_fhir", "run"), {
         what: "the daemon reads the history",
       });
       const ids = Array.from({ length: 5 }, () => addJob("pipeline.map_to_fhir"));
       await finish(t.redis, t.prefix, ids);
       expect(await scheduled(t.daemon, "backoff")).toBeGreaterThan(0);
       expect(await scheduled(t.daemon, "predictive")).toBe(0);
-      await waitFor(() => t.daemon.durations.recorded === 2 * ids.length, {
+      await waitFor(() => stats(t.daemon).recorded === 2 * ids.length, {
         what: "the jobs learned",
       });
       await waitFor(
