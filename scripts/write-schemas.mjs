@@ -1,0 +1,9 @@
+// Writes schemas/<kind>.json, the JSON Schema of each event's `data`, from the zod types in
+// the compiled dist/events/schemas.js. Runs as part of `npm run build`; test/unit/events/
+// schemas.test.ts fails when the committed files are not what this writes.
+import { writeFileSync } from "node:fs";
+import { eventDataJsonSchemas, schemaFileText } from "../dist/events/schemas.js";
+
+for (const [kind, schema] of Object.entries(eventDataJsonSchemas())) {
+  writeFileSync(new URL(`../schemas/${kind}.json`, import.meta.url), schemaFileText(schema));
+}
