@@ -81,6 +81,12 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       base: { replica: config.replicaId },
     });
   logger.info({ config: redactedConfig(config) }, "starting idunox-job-poller");
+  if (config.allowInsecureHttp) {
+    logger.warn(
+      { apiUrl: config.apiUrl },
+      "POLLER_ALLOW_INSECURE_HTTP=true: an http:// API URL is accepted on any host and the API key may travel in clear text; for test rigs only",
+    );
+  }
 
   const redis: RedisClient = connectRedis(config.redisUrl);
   redis.on("error", (err: unknown) => {

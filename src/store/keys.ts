@@ -38,6 +38,8 @@ export interface Keys {
   rejectSeq: string;
   /** Replica id -> heartbeat JSON (auth state, leases), for `status` and operators. */
   replicas: string;
+  /** "<type>|<phase>" -> learned phase-duration histogram (predictive schedule). */
+  durations: string;
 }
 
 export function keysFor(prefix: string): Keys {
@@ -56,5 +58,6 @@ export function keysFor(prefix: string): Keys {
     finals: `${prefix}finals`,
     rejectSeq: `${prefix}rejected:seq`,
     replicas: `${prefix}replicas`,
+    durations: `${prefix}durations`,
   };
 }
