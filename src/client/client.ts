@@ -17,7 +17,7 @@ export interface JobPollerClient {
   /** The keys under the prefix (pending, events, alerts, ...), for logs and raw access. */
   readonly keys: Readonly<Keys>;
   /** Validates the ids as the daemon does and adds the valid ones with the intake hint. */
-  track(ids: Iterable<string>): Promise<TrackResult>;
+  track(ids: Iterable<string> | string): Promise<TrackResult>;
   /** Resolves with the job's ending event; see `FinalJobEvent`. */
   waitFor(jobId: string, options?: WaitOptions): Promise<FinalJobEvent>;
   /** Consumer-group reading of `events` or `alerts`; see `SubscribeOptions`. */

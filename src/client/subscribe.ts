@@ -239,8 +239,9 @@ export function subscribeStream(
       // Otherwise it stays pending and is claimed again after minIdleMs.
       return;
     }
-    await ack(work.entryId);
+    // Remembered before the ack: if the ack is lost, the redelivery is skipped, not re-handled.
     remember(event.id);
+    await ack(work.entryId);
   };
 
   const dispatch = (work: Work) => {
@@ -271,7 +272,8 @@ export function subscribeStream(
       group,
       sorted[0] as string,
       sorted.at(-1) as string,
-      ids.length,
+      // Entries held here may lie in the same range: room for them too.
+      ids.length + held.size,
       consumer,
     )) as Array<[string, string, number, number]>;
     for (const [id, , , n] of rows) counts.set(id, Number(n));

@@ -23,11 +23,12 @@ const BATCH = 1000;
 export async function trackIds(
   redis: RedisLike,
   keys: Pick<Keys, "pending" | "hints">,
-  ids: Iterable<string>,
+  ids: Iterable<string> | string,
 ): Promise<TrackResult> {
   const result: TrackResult = { added: 0, alreadyTracked: 0, rejected: [] };
   const valid: string[] = [];
-  for (const id of ids) {
+  // A lone string would otherwise be iterated character by character.
+  for (const id of typeof ids === "string" ? [ids] : ids) {
     if (typeof id !== "string") {
       result.rejected.push({ id: String(id), reason: "not a string" });
       continue;
