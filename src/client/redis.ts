@@ -1,6 +1,4 @@
-import { createHash } from "node:crypto";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
-import { loadScriptSources, type ScriptName } from "../store/scripts.js";
 import { InvalidArgumentError } from "./errors.js";
 
 export type RedisLike = Redis | Cluster;
@@ -53,35 +51,4 @@ export function blockingDuplicate(redis: RedisLike, purpose: "wait" | "subscribe
       } as RedisOptions);
   watchErrors(copy);
   return copy;
-}
-
-const shas = new Map<ScriptName, { sha: string; lua: string; numberOfKeys: number }>();
-
-/**
- * Runs one of the daemon's Lua scripts by EVALSHA, loading it on NOSCRIPT. Not through
- * `defineCommand`, which would add methods to an ioredis instance the caller owns.
- */
-export async function runScript(
-  redis: RedisLike,
-  name: ScriptName,
-  keys: readonly string[],
-  args: ReadonlyArray<string | number>,
-): Promise<unknown> {
-  let script = shas.get(name);
-  if (!script) {
-    const source = loadScriptSources().get(name);
-    if (!source) throw new Error(`missing Lua script ${name}`);
-    const sha = createHash("sha1").update(source.lua).digest("hex");
-    script = { sha, lua: source.lua, numberOfKeys: source.numberOfKeys };
-    shas.set(name, script);
-  }
-  if (keys.length !== script.numberOfKeys) {
-    throw new Error(`${name} takes ${script.numberOfKeys} keys, got ${keys.length}`);
-  }
-  try {
-    return await redis.evalsha(script.sha, keys.length, ...keys, ...args);
-  } catch (err) {
-    if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-    return await redis.eval(script.lua, keys.length, ...keys, ...args);
-  }
 }

@@ -1,6 +1,6 @@
 /**
  * What the daemon accepts as a job id in the pending set. The intake script applies the same
- * rule in Lua (`intake-8.lua`); the library's `track()` and the CLI use these, so a producer is
+ * rule in Lua (the intake script); the library's `track()` and the CLI use these, so a producer is
  * told at once what the daemon would reject. No dependencies: the client library imports this.
  */
 

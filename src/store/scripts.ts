@@ -14,7 +14,6 @@ export const SCRIPT_NAMES = [
   "releaseLeases",
   "rejectMember",
   "expireStates",
-  "trackJobs",
   "mergeDurations",
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
