@@ -11,6 +11,7 @@ import { type Simulator, startSimulator } from "../src/sim/simulator.js";
 import { deleteKeysWithPrefix } from "../src/store/connection.js";
 import { Store } from "../src/store/store.js";
 import { ROOT, type Subject, sleep, spawnSubject, waitUntil } from "./lib/children.js";
+import { reportRedisErrors } from "./lib/redis.js";
 import { percentile, round } from "./lib/stats.js";
 
 /**
@@ -290,6 +291,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   const loadAtStart = loadavg().map((l) => round(l, 2));
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 3 });
+  reportRedisErrors(redis, REDIS_URL, "economy");
   const { jobs, specs } = plan();
   log(
     `economy: ${JOBS} jobs at ${RATE}/s (seed ${SEED}), min ${MIN_MS} ms, max ${MAX_MS} ms, fixed ${FIXED_MS} ms; ${jobs.filter((j) => j.cold).length} cold`,

@@ -23,6 +23,7 @@ import { Redis } from "ioredis";
 import { startSimulator } from "../src/sim/simulator.js";
 import { keysFor } from "../src/store/keys.js";
 import { ROOT } from "./lib/children.js";
+import { reportRedisErrors } from "./lib/redis.js";
 
 const env = process.env;
 const num = (name: string, fallback: number) => {
@@ -81,6 +82,8 @@ async function startRedis(): Promise<{ port: number; child: ChildProcess; dir: s
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
   });
+  // Refused connections are expected until the server listens; the loop below retries them.
+  probe.on("error", () => {});
   for (let i = 0; ; i++) {
     try {
       await probe.connect();
@@ -150,6 +153,7 @@ async function main(): Promise<number> {
   const redisServer = await startRedis();
   const redisUrl = `redis://127.0.0.1:${redisServer.port}`;
   const redis = new Redis(redisUrl);
+  reportRedisErrors(redis, redisUrl, "soak");
   const prefix = "soak:jobs:";
   const keys = keysFor(prefix);
   const sim = await startSimulator({ apiKey: API_KEY, seed: 4242 });
