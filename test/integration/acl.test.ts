@@ -184,6 +184,21 @@ describe("each component under its own ACL user", () => {
   });
 });
 
+describe("idunox-poller acl", () => {
+  it("prints the file for a prefix, its usage with --help, and exits 2 on a bad prefix", async () => {
+    const [file, help, bad] = await Promise.all([
+      runCliToEnd(["acl", "--prefix", "{x}:jobs:"]),
+      runCliToEnd(["acl", "--help"]),
+      runCliToEnd(["acl", "--prefix", "has space"]),
+    ]);
+    expect(file.code, file.stderr).toBe(0);
+    expect(file.stdout).toBe(renderAclFile("{x}:jobs:"));
+    expect(help.stdout).toMatch(/^Usage: idunox-poller acl/);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--prefix");
+  });
+});
+
 describe("what each user is refused", () => {
   it("a producer can neither read the events nor write the daemon's state", async () => {
     const producer = connectAs("producer");
