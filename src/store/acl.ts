@@ -10,11 +10,13 @@ import { loadScriptSources } from "./scripts.js";
  *   daemon later need no ACL change. Its commands are the ones it sends itself plus every
  *   command its Lua scripts call, read from `lua/` (Redis checks each call inside a script
  *   against the user running it).
- * - `producer`: adds job ids, and nothing else. It may write the pending set and nothing
- *   under the prefix besides, so it can neither read the events nor touch the daemon's state.
+ * - `producer`: adds job ids, and nothing else. It may write the pending set and the intake
+ *   hint list and nothing under the prefix besides, so it can neither read the events nor
+ *   touch the daemon's state.
  * - `consumer`: reads the streams with consumer groups, acks and claims, and reads (never
- *   writes) the rest of the prefix for `status`. Its only writable keys are the two streams,
- *   and it has no command that adds or deletes entries in them, only group bookkeeping.
+ *   writes) the rest of the prefix for `status` and `waitFor`. Its only writable keys are the
+ *   two streams, where it has no command that adds or deletes entries, only group bookkeeping,
+ *   and their dead-letter streams, where it may XADD (a Redis 7 selector).
  *
  * Patterns are the prefix with glob characters escaped, so a Cluster prefix such as
  * `{idunox}:jobs:` yields `~{idunox}:jobs:*`: the hash tag is part of the pattern.
@@ -49,7 +51,13 @@ const POLLER_DIRECT = [
   "xinfo|groups",
 ];
 
-const PRODUCER = ["sadd"];
+/**
+ * SADD on the pending set; the client library's `track()` also RPUSHes the ids it added onto
+ * the intake hint list, which the daemon's intake pops first.
+ */
+const PRODUCER = ["sadd", "rpush"];
+/** The producer's keys under the prefix: the pending set and the intake hint list. */
+const PRODUCER_KEYS = ["pending", "intake:hints"];
 
 const CONSUMER = [
   "xread",
@@ -66,7 +74,10 @@ const CONSUMER = [
   "xinfo|groups",
   "xinfo|stream",
   "xinfo|consumers",
-  // `status`: what the store reads for its statistics and for one job.
+  // The client library's subscribe() parks a failing entry and acks it in one MULTI.
+  "multi",
+  "exec",
+  // `status` and the client library's waitFor(): reads of the store's keys (read-only).
   "zcard",
   "zcount",
   "zrangebyscore",
@@ -98,6 +109,11 @@ export interface AclUserRules {
   /** Key patterns, `~` (read and write) and `%R~` (read only). */
   keys: string[];
   commands: string[];
+  /**
+   * Redis 7 selectors: extra (keys, commands) pairs, each allowing its commands on its keys
+   * only. The consumer's XADD is allowed on the dead-letter streams and nowhere else.
+   */
+  selectors?: Array<{ keys: string[]; commands: string[] }>;
 }
 
 export function aclRules(prefix: string): AclUserRules[] {
@@ -111,13 +127,17 @@ export function aclRules(prefix: string): AclUserRules[] {
     },
     {
       user: "producer",
-      keys: [`~${p}pending`],
+      keys: PRODUCER_KEYS.map((k) => `~${p}${k}`),
       commands: sorted([...CONNECTION, ...PRODUCER]),
     },
     {
       user: "consumer",
       keys: [`%R~${p}*`, `~${p}events`, `~${p}alerts`],
       commands: sorted([...CONNECTION, ...CONSUMER]),
+      // subscribe()'s dead-letter streams, `<prefix><stream>:dead-letter` by default.
+      selectors: [
+        { keys: [`~${p}events:dead-letter`, `~${p}alerts:dead-letter`], commands: ["xadd"] },
+      ],
     },
   ];
 }
@@ -144,7 +164,10 @@ export function renderAclFile(prefix: string, options: AclFileOptions = {}): str
       password === undefined ? "off" : `on #${createHash("sha256").update(password).digest("hex")}`;
     // `reset` first: no password, no keys, no channels, no commands; then only what is listed.
     const commands = rules.commands.map((c) => `+${c}`);
-    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands].join(" ");
+    const selectors = (rules.selectors ?? []).map(
+      (sel) => `(${[...sel.keys, ...sel.commands.map((c) => `+${c}`)].join(" ")})`,
+    );
+    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands, ...selectors].join(" ");
   });
   return `${lines.join("\n")}\n`;
 }

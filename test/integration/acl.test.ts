@@ -211,6 +211,9 @@ describe("what each user is refused", () => {
     // SADD is allowed, but only on the pending set.
     expect(await refusal(producer.sadd(keys.tracked, "x"))).toMatch(/^NOPERM .*keys/);
     expect(await refusal(producer.smembers(keys.pending))).toMatch(/^NOPERM/);
+    // The client library's intake hint: RPUSH on that list only.
+    expect(await producer.rpush(`${prefix}intake:hints`, "x")).toBe(1);
+    expect(await refusal(producer.rpush(keys.events, "x"))).toMatch(/^NOPERM/);
     expect(await admin.exists(keys.tracked)).toBe(0);
   });
 
@@ -220,6 +223,16 @@ describe("what each user is refused", () => {
     expect(await refusal(consumer.zadd(keys.schedule, 0, "x"))).toMatch(/^NOPERM/);
     expect(await refusal(consumer.xadd(keys.events, "*", "forged", "1"))).toMatch(/^NOPERM/);
     expect(await refusal(consumer.xdel(keys.events, "0-1"))).toMatch(/^NOPERM/);
+    // subscribe() parks failing entries in a dead-letter stream, in a MULTI with the XACK.
+    const parked = await consumer
+      .multi()
+      .xadd(`${keys.events}:dead-letter`, "*", "reason", "test")
+      .xack(keys.events, "nogroup", "0-1")
+      .exec();
+    expect(parked?.[0]?.[0]).toBeNull();
+    expect(await refusal(consumer.xadd(`${prefix}other:dead-letter`, "*", "x", "1"))).toMatch(
+      /^NOPERM/,
+    );
     expect(await refusal(consumer.sadd(keys.pending, "x"))).toMatch(/^NOPERM/);
     // Group bookkeeping only on the two streams: read-only everywhere else under the prefix.
     expect(await refusal(consumer.xgroup("CREATE", keys.state, "g", "0", "MKSTREAM"))).toMatch(
