@@ -10,13 +10,13 @@ import { loadScriptSources } from "./scripts.js";
  *   daemon later need no ACL change. Its commands are the ones it sends itself plus every
  *   command its Lua scripts call, read from `lua/` (Redis checks each call inside a script
  *   against the user running it).
- * - `producer`: adds job ids, and nothing else. It may write the pending set and the intake
- *   hint list and nothing under the prefix besides, so it can neither read the events nor
- *   touch the daemon's state.
+ * - `producer`: adds job ids (the client library's `track()`: SADD to the pending set, RPUSH
+ *   to the intake hint list), and nothing else: it can neither read the events nor touch the
+ *   daemon's state. `waitFor()` reads, so it runs under the consumer's rights.
  * - `consumer`: reads the streams with consumer groups, acks and claims, and reads (never
- *   writes) the rest of the prefix for `status` and `waitFor`. Its only writable keys are the
- *   two streams, where it has no command that adds or deletes entries, only group bookkeeping,
- *   and their dead-letter streams, where it may XADD (a Redis 7 selector).
+ *   writes) the rest of the prefix for `status`. Its only writable keys are the two streams,
+ *   and it has no command that adds or deletes entries in them, only group bookkeeping. A
+ *   selector lets it XADD to the dead-letter streams of `subscribe()`, and only there.
  *
  * Patterns are the prefix with glob characters escaped, so a Cluster prefix such as
  * `{idunox}:jobs:` yields `~{idunox}:jobs:*`: the hash tag is part of the pattern.
@@ -51,13 +51,7 @@ const POLLER_DIRECT = [
   "xinfo|groups",
 ];
 
-/**
- * SADD on the pending set; the client library's `track()` also RPUSHes the ids it added onto
- * the intake hint list, which the daemon's intake pops first.
- */
 const PRODUCER = ["sadd", "rpush"];
-/** The producer's keys under the prefix: the pending set and the intake hint list. */
-const PRODUCER_KEYS = ["pending", "intake:hints"];
 
 const CONSUMER = [
   "xread",
@@ -74,10 +68,10 @@ const CONSUMER = [
   "xinfo|groups",
   "xinfo|stream",
   "xinfo|consumers",
-  // The client library's subscribe() parks a failing entry and acks it in one MULTI.
+  // subscribe() parks an entry and acks it in one MULTI; waitFor() reads in one.
   "multi",
   "exec",
-  // `status` and the client library's waitFor(): reads of the store's keys (read-only).
+  // `status`: what the store reads for its statistics and for one job.
   "zcard",
   "zcount",
   "zrangebyscore",
@@ -109,11 +103,8 @@ export interface AclUserRules {
   /** Key patterns, `~` (read and write) and `%R~` (read only). */
   keys: string[];
   commands: string[];
-  /**
-   * Redis 7 selectors: extra (keys, commands) pairs, each allowing its commands on its keys
-   * only. The consumer's XADD is allowed on the dead-letter streams and nowhere else.
-   */
-  selectors?: Array<{ keys: string[]; commands: string[] }>;
+  /** ACL selectors (Redis 7), `(<keys> <commands>)`: a command passes if any of them allows it. */
+  selectors: string[];
 }
 
 export function aclRules(prefix: string): AclUserRules[] {
@@ -124,20 +115,20 @@ export function aclRules(prefix: string): AclUserRules[] {
       user: "poller",
       keys: [`~${p}*`],
       commands: sorted([...CONNECTION, ...POLLER_DIRECT, ...scriptCommands()]),
+      selectors: [],
     },
     {
       user: "producer",
-      keys: PRODUCER_KEYS.map((k) => `~${p}${k}`),
+      keys: [`~${p}pending`, `~${p}intake:hints`],
       commands: sorted([...CONNECTION, ...PRODUCER]),
+      selectors: [],
     },
     {
       user: "consumer",
       keys: [`%R~${p}*`, `~${p}events`, `~${p}alerts`],
       commands: sorted([...CONNECTION, ...CONSUMER]),
-      // subscribe()'s dead-letter streams, `<prefix><stream>:dead-letter` by default.
-      selectors: [
-        { keys: [`~${p}events:dead-letter`, `~${p}alerts:dead-letter`], commands: ["xadd"] },
-      ],
+      // The default dead-letter streams of subscribe(), `<prefix><stream>:dead-letter`.
+      selectors: [`(~${p}events:dead-letter ~${p}alerts:dead-letter +xadd)`],
     },
   ];
 }
@@ -164,10 +155,9 @@ export function renderAclFile(prefix: string, options: AclFileOptions = {}): str
       password === undefined ? "off" : `on #${createHash("sha256").update(password).digest("hex")}`;
     // `reset` first: no password, no keys, no channels, no commands; then only what is listed.
     const commands = rules.commands.map((c) => `+${c}`);
-    const selectors = (rules.selectors ?? []).map(
-      (sel) => `(${[...sel.keys, ...sel.commands.map((c) => `+${c}`)].join(" ")})`,
+    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands, ...rules.selectors].join(
+      " ",
     );
-    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands, ...selectors].join(" ");
   });
   return `${lines.join("\n")}\n`;
 }
