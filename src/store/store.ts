@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { buildEvent, isAlert, kindOfType, streamFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
-import type { JobState } from "../poller/state.js";
-import { decodeState, encodeState, initialState, StateDecodeError } from "../poller/state.js";
 import type { RedisClient } from "./connection.js";
 import { type Keys, keysFor } from "./keys.js";
 import { defineScripts, type ScriptCommands } from "./scripts.js";
+import type { JobState } from "./state.js";
+import { decodeState, encodeState, initialState, StateDecodeError } from "./state.js";
 
 /** What applyDecisions returns per decision. */
 export enum ApplyCode {
