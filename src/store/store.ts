@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { buildEvent, isAlert, kindOfType, streamFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
 import type { RedisClient } from "./connection.js";
+import { decodeHeartbeat, encodeHeartbeat, type ReplicaHeartbeat } from "./heartbeat.js";
 import { type Keys, keysFor } from "./keys.js";
 import { defineScripts, type ScriptCommands } from "./scripts.js";
 import type { JobState } from "./state.js";
@@ -312,6 +313,38 @@ export class Store {
         pending: Number(info["pending"] ?? 0),
       };
     });
+  }
+
+  async writeHeartbeat(replicaId: string, beat: ReplicaHeartbeat): Promise<void> {
+    await this.redis.hset(this.keys.replicas, replicaId, encodeHeartbeat(beat));
+  }
+
+  async removeHeartbeat(replicaId: string): Promise<void> {
+    await this.redis.hdel(this.keys.replicas, replicaId);
+  }
+
+  /** Drops heartbeats older than `maxAgeMs` (replicas killed without a clean stop) or unreadable. */
+  async pruneHeartbeats(now: number, maxAgeMs: number): Promise<number> {
+    const all = await this.redis.hgetall(this.keys.replicas);
+    const stale = Object.entries(all)
+      .filter(([, raw]) => {
+        const beat = decodeHeartbeat(raw);
+        return beat === null || now - beat.at > maxAgeMs;
+      })
+      .map(([id]) => id);
+    if (stale.length > 0) await this.redis.hdel(this.keys.replicas, ...stale);
+    return stale.length;
+  }
+
+  /** Every readable heartbeat, by replica id. */
+  async heartbeats(): Promise<Array<{ id: string; beat: ReplicaHeartbeat }>> {
+    const all = await this.redis.hgetall(this.keys.replicas);
+    const out: Array<{ id: string; beat: ReplicaHeartbeat }> = [];
+    for (const [id, raw] of Object.entries(all)) {
+      const beat = decodeHeartbeat(raw);
+      if (beat !== null) out.push({ id, beat });
+    }
+    return out;
   }
 
   /** One job's stored state, due time and membership, for `status <jobId>`. */
