@@ -235,6 +235,7 @@ export class Poller {
         state: decision.state,
         nextDueAt: decision.nextDueAt,
         events: decision.events,
+        alerts: decision.alerts,
       },
       (code) => {
         try {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { buildEvent, isAlert, kindOfType, streamFields } from "../events/cloudevents.js";
+import { streamFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
 import type { RedisClient } from "./connection.js";
 import { decodeHeartbeat, encodeHeartbeat, type ReplicaHeartbeat } from "./heartbeat.js";
@@ -52,6 +52,8 @@ export interface DecisionWrite {
   /** null: done with, leaves the pending set. */
   nextDueAt: number | null;
   events: readonly AnyCloudEvent[];
+  /** Whether each event (same index) also goes to the alerts stream. */
+  alerts: readonly boolean[];
 }
 
 export interface IntakeResult {
@@ -114,7 +116,12 @@ export class Store {
    * Schedules new pending members, at most `limit` per call. `mayDiff` false limits the call
    * to O(limit) work: the O(N) diff that finds new members is then skipped.
    */
-  async intake(limit: number, reconcile: boolean, mayDiff = true): Promise<IntakeResult> {
+  async intake(
+    limit: number,
+    reconcile: boolean,
+    mayDiff = true,
+    now = Date.now(),
+  ): Promise<IntakeResult> {
     const k = this.keys;
     const reply = (await this.scripts.intake(
       k.pending,
@@ -127,7 +134,7 @@ export class Store {
       limit,
       reconcile ? "1" : "0",
       mayDiff ? "1" : "0",
-      Date.now() + this.options.stateTtlMs,
+      now + this.options.stateTtlMs,
     )) as [number, Array<string | number>, number, number, number];
     const invalid: IntakeResult["invalid"] = [];
     const flat = reply[1];
@@ -196,9 +203,8 @@ export class Store {
         w.nextDueAt === null ? "" : Math.round(w.nextDueAt),
         w.events.length,
       );
-      for (const event of w.events) {
-        const kind = kindOfType(event.type);
-        args.push(kind !== undefined && isAlert(kind) ? "1" : "0", ...streamFields(event));
+      for (let i = 0; i < w.events.length; i++) {
+        args.push(w.alerts[i] === true ? "1" : "0", ...streamFields(w.events[i] as AnyCloudEvent));
       }
     }
     return (await this.scripts.applyDecisions(...args)) as ApplyCode[];
@@ -214,29 +220,19 @@ export class Store {
   }
 
   /**
-   * Moves a member that is not a job id to the rejected set with its `rejected` event.
-   * Returns false when the member had already left the pending set.
+   * Moves a member that is not a job id to the rejected set with its `rejected` event, which
+   * `eventFor` builds for the sequence the member is at (the rule is the poller's, not the
+   * store's). Returns false when the member had already left the pending set.
    */
   async reject(
     member: string,
-    reason: string,
     lastSequence: number,
-    source: string,
-    now: number,
+    eventFor: (sequence: number) => AnyCloudEvent,
   ): Promise<boolean> {
     const k = this.keys;
     let expected = lastSequence;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const event = buildEvent({
-        kind: "rejected",
-        source,
-        subject: member,
-        epoch: "rejected",
-        sequence: expected + 1,
-        timeMs: now,
-        data: { member, reason },
-      });
-      const [data, id, type, , time] = streamFields(event);
+      const [data, id, type, , time] = streamFields(eventFor(expected + 1));
       const reply = (await this.scripts.rejectMember(
         k.pending,
         k.rejected,
