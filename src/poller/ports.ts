@@ -10,7 +10,7 @@ import type { DecideSettings } from "./decide.js";
  */
 
 export interface JobsApi {
-  poll(jobId: string, opts?: { signal?: AbortSignal }): Promise<PollOutcome>;
+  poll(jobId: string): Promise<PollOutcome>;
   probeAuth(): Promise<"ok" | "auth" | "down">;
   /** Aborts the requests in flight (shutdown deadline); they end as transient "aborted". */
   abortInFlight?(): void;
