@@ -34,6 +34,7 @@ import {
  *                         clients of the shared Redis do not show up in its CPU and commandstats
  *   BENCH_WINDOW_MS=10000 length of the saturated windows (A/B comparisons of small changes
  *                         need longer windows than the quick run's 4 s to rise above the noise)
+ *   BENCH_SATURATED_JOBS=100000  tracked jobs of the saturated runs (default 20,000; full runs)
  *   BENCH_BASELINE=/tmp/old/dist/cli/main.js  also run another build of the daemon as subject
  *                         "baseline", right before "daemon" at each concurrency (A/B in one run)
  *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
@@ -66,7 +67,7 @@ const plan: Plan = quick
       quick,
       warmupMs: 5000,
       windowMs: windowOverride ?? 15_000,
-      saturatedJobs: 20_000,
+      saturatedJobs: Number(env["BENCH_SATURATED_JOBS"] ?? 20_000),
       concurrencies: concurrencyOverride ?? [8, 32, 128],
       scaleSizes: env["BENCH_SCALE"] === "1m" ? [100_000, 1_000_000] : [100_000],
       pickupProbes: 200,
