@@ -2,9 +2,10 @@ import type { Logger } from "pino";
 import { sleep, Wakeup } from "../lib/signal.js";
 import { Backoff } from "./backoff.js";
 import type { Lifecycle } from "./lifecycle.js";
-import { rejectedEvent, rejectionReason } from "./members.js";
+import { rejectionReason } from "./members.js";
 import type { PollerStore } from "./ports.js";
 import type { RedisHealth } from "./redis-health.js";
+import { rejectedEvent } from "./rejected.js";
 
 /**
  * An intake diff may take at most 1/DIFF_SHARE of wall time (see intakeLoop). One diff over

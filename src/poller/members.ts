@@ -1,5 +1,16 @@
-import { buildEvent } from "../events/cloudevents.js";
-import type { AnyCloudEvent } from "../events/types.js";
+/**
+ * What the daemon accepts as a job id in the pending set. The intake script applies the same
+ * rule in Lua (the intake script); the library's `track()` and the CLI use these, so a producer is
+ * told at once what the daemon would reject. No dependencies: the client library imports this.
+ */
+
+/** A pending-set member names a job when it has the UUID shape, in any case. */
+export const JOB_ID_PATTERN =
+  /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function isJobId(member: string): boolean {
+  return member.length === 36 && JOB_ID_PATTERN.test(member);
+}
 
 /** Why a pending-set member is not a job id, in a few fixed words (never the member itself). */
 export function rejectionReason(member: string): string {
@@ -13,25 +24,7 @@ export function rejectionReason(member: string): string {
   return "not a UUID";
 }
 
-/**
- * The `rejected` event of a member that is not a job id, for whichever sequence the store finds
- * free (another replica may have rejected the same member meanwhile). Its own epoch keeps its
- * ids apart from any job's history; the member rides in `data`, the one place it is ever shown.
- */
-export function rejectedEvent(
-  member: string,
-  reason: string,
-  source: string,
-  now: number,
-): (sequence: number) => AnyCloudEvent {
-  return (sequence) =>
-    buildEvent({
-      kind: "rejected",
-      source,
-      subject: member,
-      epoch: "rejected",
-      sequence,
-      timeMs: now,
-      data: { member, reason },
-    }) as AnyCloudEvent;
+/** One member judged: the reason is set exactly when the daemon would reject it. */
+export function judgeMember(member: string): { ok: true } | { ok: false; reason: string } {
+  return isJobId(member) ? { ok: true } : { ok: false, reason: rejectionReason(member) };
 }

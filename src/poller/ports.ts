@@ -3,6 +3,7 @@ import type { PollOutcome } from "../api/outcome.js";
 import type { AnyCloudEvent } from "../events/types.js";
 import type { ApplyCode, ClaimResult, DecisionWrite, IntakeResult } from "../store/store.js";
 import type { DecideSettings } from "./decide.js";
+import type { DurationSync } from "./duration-stats.js";
 
 /**
  * The two edges the poller talks to. Its parts depend on these interfaces, never on the concrete
@@ -48,6 +49,10 @@ export interface PollerSettings extends DecideSettings {
    * less lease left is handed back.
    */
   pollBudgetMs: number;
+  /** predictive: decide gets the learned durations; backoff (or absent): it never sees them. */
+  schedule?: "predictive" | "backoff";
+  /** How often learned durations are merged into Redis and read back (default 5000). */
+  scheduleSyncMs?: number;
 }
 
 /** The subset of `Metrics` the loop reports to; every field optional so tests can omit it. */
@@ -58,6 +63,8 @@ export interface LoopMetrics {
   redisErrors?: { inc(labels: { op: string }): void };
   authOk?: { set(value: number): void };
   circuitOpen?: { set(value: number): void };
+  detectionDelay?: { observe(labels: { type: string }, value: number): void };
+  scheduled?: { inc(labels: { schedule: string }, value?: number): void };
 }
 
 export interface PollerDeps {
@@ -70,4 +77,6 @@ export interface PollerDeps {
   random?: () => number;
   /** Called before each auth probe, e.g. to re-read a rotated key file. */
   onAuthRetry?: () => void;
+  /** Where learned phase durations are shared; without it nothing is learned (all backoff). */
+  durationStore?: DurationSync;
 }

@@ -131,6 +131,7 @@ export class Store {
       k.intake,
       k.rejectSeq,
       k.expiry,
+      k.hints,
       limit,
       reconcile ? "1" : "0",
       mayDiff ? "1" : "0",
@@ -190,6 +191,7 @@ export class Store {
       k.expiry,
       k.events,
       k.alerts,
+      k.finals,
       this.options.streamMaxLen,
       now + this.options.stateTtlMs,
       writes.length,
@@ -259,6 +261,7 @@ export class Store {
       this.keys.expiry,
       this.keys.state,
       this.keys.schedule,
+      this.keys.finals,
       now,
       limit,
     )) as number;

@@ -5,7 +5,7 @@ import type { JobStatus } from "../../src/api/schema.js";
 import { ConfigError, loadConfig } from "../../src/config/index.js";
 import { startDaemon } from "../../src/daemon/daemon.js";
 import { buildEvent } from "../../src/events/cloudevents.js";
-import { rejectedEvent } from "../../src/poller/members.js";
+import { rejectedEvent } from "../../src/poller/rejected.js";
 import { type SimJobSpec, startSimulator } from "../../src/sim/simulator.js";
 import { connectRedis, type RedisClient } from "../../src/store/connection.js";
 import { ApplyCode, Store } from "../../src/store/store.js";

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildEvent } from "../../src/events/cloudevents.js";
-import { rejectedEvent } from "../../src/poller/members.js";
+import { rejectedEvent } from "../../src/poller/rejected.js";
 import { initialState } from "../../src/poller/state.js";
 import { ApplyCode, type ClaimedJob, Store } from "../../src/store/store.js";
 import { cleanPrefix, redisClient, testPrefix } from "../helpers/redis.js";
