@@ -1,7 +1,6 @@
 import { createConnection } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { maskUrlPassword, parseRedisUrl } from "../config/index.js";
-import { describeAclRefusal } from "./acl.js";
 import type { RedisClient } from "./connection.js";
 
 /**
@@ -18,7 +17,6 @@ export type RedisProblemKind =
   | "closed"
   | "auth_required"
   | "auth_failed"
-  | "acl_refused"
   | "tls_failed"
   | "tls_not_spoken"
   | "tls_expected"
@@ -40,7 +38,7 @@ interface Rule {
   match: (text: string, codes: readonly string[]) => boolean;
   line: (
     address: string,
-    ctx: { waitedMs: number | undefined; codes: readonly string[]; text: string },
+    ctx: { waitedMs: number | undefined; codes: readonly string[] },
   ) => string;
 }
 
@@ -62,11 +60,6 @@ const RULES: readonly Rule[] = [
     kind: "auth_failed",
     match: has(/\bWRONGPASS\b|invalid password|invalid username-password/i),
     line: (a) => `Redis at ${a} refused the user or password in the URL (WRONGPASS)`,
-  },
-  {
-    kind: "acl_refused",
-    match: has(/\bNOPERM\b|user executing the script can't run this command/i),
-    line: (a, { text }) => `Redis at ${a}: ${describeAclRefusal(text) ?? "NOPERM"}`,
   },
   {
     kind: "not_cluster",
@@ -172,7 +165,7 @@ export function classifyRedisError(
   const text = links.map((l) => l.message).join("\n");
   const codes = links.map((l) => l.code).filter((c) => c !== "");
   const address = redisAddress(url);
-  const ctx = { waitedMs: opts.waitedMs, codes, text };
+  const ctx = { waitedMs: opts.waitedMs, codes };
   for (const rule of RULES) {
     if (rule.match(text, codes)) return { kind: rule.kind, line: rule.line(address, ctx) };
   }

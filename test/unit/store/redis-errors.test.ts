@@ -55,15 +55,6 @@ describe("classifyRedisError", () => {
     expect(classifyRedisError(e, URL)).toEqual({ kind, line });
   });
 
-  it("hands an ACL refusal to describeAclRefusal, with the address", () => {
-    const e = err("NOPERM User producer has no permissions to run the 'xadd' command");
-    const { kind, line } = classifyRedisError(e, URL);
-    expect(kind).toBe("acl_refused");
-    expect(line).toBe(
-      `Redis at ${SHOWN}: Redis refused the command XADD for this user (NOPERM): give this user the rules of \`idunox-poller acl\` (docs/operations.md, Redis ACL users)`,
-    );
-  });
-
   it("looks inside a Cluster's last node error", () => {
     const e = err("Failed to refresh slots cache.", {
       lastNodeError: err("ERR This instance has cluster support disabled"),
