@@ -28,6 +28,8 @@ export interface Keys {
   rejectSeq: string;
   /** Replica id -> heartbeat JSON (auth state, leases), for `status` and operators. */
   replicas: string;
+  /** The request budget shared by every replica (takePermits). */
+  budget: string;
 }
 
 export function keysFor(prefix: string): Keys {
@@ -44,5 +46,6 @@ export function keysFor(prefix: string): Keys {
     intake: `${prefix}intake`,
     rejectSeq: `${prefix}rejected:seq`,
     replicas: `${prefix}replicas`,
+    budget: `${prefix}budget`,
   };
 }

@@ -14,6 +14,7 @@ export const SCRIPT_NAMES = [
   "releaseLeases",
   "rejectMember",
   "expireStates",
+  "takePermits",
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
