@@ -1,0 +1,348 @@
+import type { Logger } from "pino";
+import type { RateLimitAdvice } from "../api/ratelimit.js";
+import { coerceError } from "../lib/errors.js";
+import type { BudgetReport, PermitSource, TakeReply } from "../store/budget.js";
+
+/**
+ * The client side of the request budget shared by every replica (see takePermits-1.lua): every
+ * HTTP attempt takes a permit first. Permits come from Redis in small batches, so one round
+ * trip covers many requests, and are held for at most HOLD_MS: a batch is spent at the pace it
+ * was granted, and a pause set by another replica reaches this one within that time.
+ *
+ * Invariants: a caller waiting for a permit never spins (it waits on a timer set to when the
+ * budget says permits exist, or to the pause's end); waiters are served in the order they
+ * asked, which is the schedule order the loop claims in; only one Redis call is out at a time.
+ */
+
+/** A batch is what the shared rate grants in this long. */
+export const BATCH_MS = 50;
+/** Permits held locally expire after this long: unspent, they would make a burst later. */
+export const HOLD_MS = 100;
+/** The most permits one call takes (the no-limit case). */
+export const MAX_BATCH = 64;
+/** A pause when a 429 carries no Retry-After. */
+export const DEFAULT_PAUSE_MS = 1000;
+const MIN_RETRY_MS = 50;
+const MAX_RETRY_MS = 2000;
+
+export interface BudgetSettings {
+  /** POLLER_RATE_LIMIT, requests/s; 0 = no fixed limit. */
+  limit: number;
+  /** POLLER_RATE_BURST, >= 1. */
+  burst: number;
+}
+
+/** The subset of `Metrics` the budget reports to; every field optional. */
+export interface BudgetMetrics {
+  permits?: { inc(value?: number): void };
+  waitSeconds?: { inc(value: number): void };
+  rate?: { set(value: number): void };
+  throttled?: { inc(value?: number): void };
+  pauseSeconds?: { inc(value: number): void };
+  redisErrors?: { inc(labels: { op: string }): void };
+}
+
+/** What one HTTP attempt's answer tells the budget. */
+export interface AttemptAnswer {
+  /** The HTTP status; undefined when no answer came (connection error, timeout). */
+  status: number | undefined;
+  /** From `Retry-After`, when the answer had one. */
+  retryAfterMs?: number | undefined;
+  /** From the rate-limit headers, when the answer had them. */
+  advice?: RateLimitAdvice | null | undefined;
+}
+
+/** Permits to take per call at the shared rate `rate` (null: none in force). */
+export function batchSize(rate: number | null, settings: BudgetSettings): number {
+  if (rate === null) return MAX_BATCH;
+  // With no fixed limit the bucket holds one second of the adapted rate (see the script).
+  const bucket = settings.limit === 0 ? Math.max(settings.burst, rate) : settings.burst;
+  const size = Math.ceil((rate * BATCH_MS) / 1000);
+  return Math.max(1, Math.min(size, MAX_BATCH, Math.floor(bucket)));
+}
+
+/** Permits granted to this replica and not spent yet; all of them lapse together. */
+export class LocalPermits {
+  private count = 0;
+  private expiresAt = 0;
+
+  constructor(private readonly holdMs: number) {}
+
+  add(n: number, now: number): void {
+    if (n <= 0) return;
+    this.count = this.available(now) + n;
+    this.expiresAt = now + this.holdMs;
+  }
+
+  available(now: number): number {
+    if (now >= this.expiresAt) this.count = 0;
+    return this.count;
+  }
+
+  take(now: number): boolean {
+    if (this.available(now) === 0) return false;
+    this.count -= 1;
+    return true;
+  }
+
+  drop(): void {
+    this.count = 0;
+  }
+}
+
+interface Waiter {
+  since: number;
+  resolve: (granted: boolean) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export interface RequestBudgetOptions {
+  source: PermitSource;
+  settings: BudgetSettings;
+  clock?: () => number;
+  metrics?: BudgetMetrics;
+  logger?: Logger;
+}
+
+export class RequestBudget {
+  readonly #source: PermitSource;
+  readonly #settings: BudgetSettings;
+  readonly #clock: () => number;
+  readonly #metrics: BudgetMetrics | undefined;
+  readonly #log: Logger | undefined;
+  readonly #permits = new LocalPermits(HOLD_MS);
+  #waiters: Waiter[] = [];
+  #fetching = false;
+  #timer: NodeJS.Timeout | undefined;
+  #report: BudgetReport = { ok: 0, throttled: false, pauseMs: 0, headerRate: 0 };
+  /** Something the other replicas must hear now (a 429, a new header rate). */
+  #urgent = false;
+  #rate: number | null;
+  #pauseUntil = 0;
+  #pauseCountedUntil = 0;
+  #retryMs = MIN_RETRY_MS;
+  #failing = false;
+  #closed = false;
+
+  constructor(opts: RequestBudgetOptions) {
+    this.#source = opts.source;
+    this.#settings = opts.settings;
+    this.#clock = opts.clock ?? Date.now;
+    this.#metrics = opts.metrics;
+    this.#log = opts.logger;
+    this.#rate = opts.settings.limit > 0 ? opts.settings.limit : null;
+    this.#metrics?.rate?.set(this.#rate ?? 0);
+  }
+
+  /** The shared rate last heard of, requests/s; null while none is in force. */
+  get rate(): number | null {
+    return this.#rate;
+  }
+
+  /** End of the shared pause as last heard of (ms); in the past when there is none. */
+  get pausedUntil(): number {
+    return this.#pauseUntil;
+  }
+
+  paused(now = this.#clock()): boolean {
+    return now < this.#pauseUntil;
+  }
+
+  /** Callers waiting for a permit. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /**
+   * About how many requests may start within `horizonMs`: what is held plus what the shared
+   * rate grants meanwhile (Infinity with no rate in force). The loop claims no more than this,
+   * so jobs wait in the schedule, in its order, rather than on a lease.
+   */
+  headroom(horizonMs: number, now = this.#clock()): number {
+    if (now < this.#pauseUntil) return 0;
+    const held = this.#permits.available(now);
+    if (this.#rate === null) return Number.POSITIVE_INFINITY;
+    return held + (this.#rate * horizonMs) / 1000 - this.#waiters.length;
+  }
+
+  /** Takes a held permit if there is one; never waits. */
+  tryTake(): boolean {
+    if (this.#waiters.length > 0) return false;
+    const now = this.#clock();
+    if (now < this.#pauseUntil || !this.#permits.take(now)) return false;
+    this.#metrics?.permits?.inc();
+    // Fetch the next batch before this one runs out, so steady demand rarely waits on Redis.
+    if (this.#permits.available(now) < batchSize(this.#rate, this.#settings) / 2) this.#pump();
+    return true;
+  }
+
+  /** Resolves true once a permit is taken, false when `signal` aborts or the budget closes. */
+  acquire(signal?: AbortSignal): Promise<boolean> {
+    if (this.tryTake()) return Promise.resolve(true);
+    if (this.#closed || signal?.aborted) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const waiter: Waiter = { since: this.#clock(), resolve, signal, onAbort: undefined };
+      if (signal !== undefined) {
+        waiter.onAbort = () => {
+          const at = this.#waiters.indexOf(waiter);
+          if (at !== -1) this.#waiters.splice(at, 1);
+          resolve(false);
+        };
+        signal.addEventListener("abort", waiter.onAbort, { once: true });
+      }
+      this.#waiters.push(waiter);
+      this.#pump();
+    });
+  }
+
+  /** Feeds one attempt's answer back: a 429 pauses every replica, headers set the rate. */
+  record(answer: AttemptAnswer): void {
+    if (this.#closed) return;
+    const now = this.#clock();
+    const r = this.#report;
+    if (answer.status === 429) {
+      this.#metrics?.throttled?.inc();
+      r.throttled = true;
+      this.#pause(answer.retryAfterMs ?? DEFAULT_PAUSE_MS, now);
+    } else if (answer.status !== undefined) {
+      r.ok += 1;
+    }
+    const advice = answer.advice;
+    if (advice != null) {
+      if (advice.rate !== undefined && advice.rate > 0) {
+        const rate =
+          this.#settings.limit > 0 ? Math.min(advice.rate, this.#settings.limit) : advice.rate;
+        r.headerRate = advice.rate;
+        // Heard on every answer; only a change is worth a round trip of its own.
+        if (this.#rate === null || Math.abs(rate - this.#rate) > this.#rate * 0.01) {
+          this.#urgent = true;
+        }
+      }
+      if (advice.pauseMs !== undefined && advice.pauseMs > 0) this.#pause(advice.pauseMs, now);
+    }
+    if (this.#urgent) this.#pump();
+  }
+
+  /** Ends every wait with false and stops asking Redis. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const w of this.#waiters.splice(0)) this.#settle(w, false, this.#clock());
+  }
+
+  #pause(ms: number, now: number): void {
+    this.#report.pauseMs = Math.max(this.#report.pauseMs, ms);
+    // Held permits would only earn more 429s: this replica stops at once, the others when they
+    // hear of the pause (within HOLD_MS).
+    this.#permits.drop();
+    this.#notePause(now + ms, now);
+    this.#urgent = true;
+  }
+
+  #notePause(until: number, now: number): void {
+    if (until > this.#pauseUntil) this.#pauseUntil = until;
+    const from = Math.max(now, this.#pauseCountedUntil);
+    if (until > from) {
+      this.#metrics?.pauseSeconds?.inc((until - from) / 1000);
+      this.#pauseCountedUntil = until;
+    }
+  }
+
+  #settle(w: Waiter, granted: boolean, now: number): void {
+    if (w.onAbort !== undefined) w.signal?.removeEventListener("abort", w.onAbort);
+    if (granted) {
+      this.#metrics?.permits?.inc();
+      const waited = now - w.since;
+      if (waited > 0) this.#metrics?.waitSeconds?.inc(waited / 1000);
+    }
+    w.resolve(granted);
+  }
+
+  /** Starts one Redis call if one is needed and none is out or scheduled. */
+  #pump(): void {
+    if (this.#closed || this.#fetching) return;
+    if (this.#timer !== undefined && !this.#urgent) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const now = this.#clock();
+    const batch = batchSize(this.#rate, this.#settings);
+    const needed = this.#waiters.length > 0 || this.#permits.available(now) < batch / 2;
+    if (!needed && !this.#urgent) return;
+    if (now < this.#pauseUntil && !this.#urgent) {
+      this.#wake(this.#pauseUntil - now);
+      return;
+    }
+    const want = now < this.#pauseUntil ? 0 : batch;
+    const report = this.#report;
+    this.#report = { ok: 0, throttled: false, pauseMs: 0, headerRate: 0 };
+    this.#urgent = false;
+    this.#fetching = true;
+    this.#source
+      .take({ now, want, limit: this.#settings.limit, burst: this.#settings.burst, ...report })
+      .then(
+        (reply) => this.#granted(reply, want),
+        (err: unknown) => this.#failed(err, report),
+      )
+      .finally(() => {
+        this.#fetching = false;
+        if (this.#urgent) this.#pump();
+      });
+  }
+
+  #granted(reply: TakeReply, want: number): void {
+    if (this.#closed) return;
+    const now = this.#clock();
+    if (this.#failing) {
+      this.#failing = false;
+      this.#log?.info("request budget: Redis answers again");
+    }
+    this.#retryMs = MIN_RETRY_MS;
+    if (reply.rate !== this.#rate) {
+      this.#rate = reply.rate;
+      this.#metrics?.rate?.set(reply.rate ?? 0);
+    }
+    this.#notePause(reply.pauseUntil, now);
+    this.#permits.add(reply.granted, now);
+    while (this.#waiters.length > 0 && this.#permits.take(now)) {
+      this.#settle(this.#waiters.shift() as Waiter, true, now);
+    }
+    if (this.#waiters.length === 0) return;
+    // Demand is left: ask again when the budget says the permits exist (or the pause ends).
+    const paused = this.#pauseUntil - now;
+    const wait = reply.granted < want || want === 0 ? Math.max(reply.waitMs, paused, 1) : 0;
+    if (wait > 0) this.#wake(wait);
+    else queueMicrotask(() => this.#pump());
+  }
+
+  #failed(err: unknown, report: BudgetReport): void {
+    if (this.#closed) return;
+    this.#metrics?.redisErrors?.inc({ op: "budget" });
+    if (!this.#failing) {
+      this.#failing = true;
+      this.#log?.error({ err: coerceError(err) }, "request budget: Redis call failed; retrying");
+    }
+    // What was not delivered is delivered with the next call: a 429 must still pause everyone.
+    const r = this.#report;
+    r.ok += report.ok;
+    r.throttled ||= report.throttled;
+    r.pauseMs = Math.max(r.pauseMs, report.pauseMs);
+    if (r.headerRate === 0) r.headerRate = report.headerRate;
+    this.#wake(this.#retryMs);
+    this.#retryMs = Math.min(this.#retryMs * 2, MAX_RETRY_MS);
+  }
+
+  #wake(ms: number): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = undefined;
+        this.#pump();
+      },
+      Math.max(1, Math.ceil(ms)),
+    );
+    // Only a retry with nobody waiting may let the process exit.
+    if (this.#waiters.length === 0) this.#timer.unref();
+  }
+}
