@@ -11,7 +11,8 @@
  * - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (reset as seconds, or as
  *   a Unix time when it is that large).
  * Without a policy, the remaining requests spread over the time to the reset are the rate. When
- * nothing remains, the budget pauses until the reset.
+ * nothing remains, the budget pauses until the reset (with a policy, only for a reset more than
+ * a second away).
  */
 
 export interface RateLimitAdvice {
@@ -154,7 +155,10 @@ export function parseRateLimitHeaders(headers: Headers, nowMs: number): RateLimi
   const left = remainingOf(headers);
   if (left !== undefined) {
     const seconds = resetSeconds(left.reset, nowMs);
-    if (left.remaining === 0 && seconds !== undefined && seconds > 0) {
+    // With a policy pacing the sends, a reset at most a second away is a token bucket's next
+    // token rounded up to whole seconds, not a reason to stop for a second.
+    const brief = advice.rate !== undefined && seconds !== undefined && seconds <= 1;
+    if (left.remaining === 0 && seconds !== undefined && seconds > 0 && !brief) {
       advice.pauseMs = Math.min(Math.ceil(seconds * 1000), MAX_PAUSE_MS);
     } else if (
       advice.rate === undefined &&

@@ -35,6 +35,18 @@ describe("parseRateLimitHeaders", () => {
     ).toEqual({ rate: 200, pauseMs: 2000 });
   });
 
+  it("does not pause for a reset a second away when a policy paces the sends", () => {
+    expect(
+      parseRateLimitHeaders(
+        { "ratelimit-policy": '"quota";q=200;w=1', ratelimit: '"quota";r=0;t=1' },
+        NOW,
+      ),
+    ).toEqual({ rate: 200 });
+    expect(parseRateLimitHeaders({ ratelimit: '"quota";r=0;t=1' }, NOW)).toEqual({
+      pauseMs: 1000,
+    });
+  });
+
   it("spreads the remaining requests over the time to the reset without a policy", () => {
     expect(parseRateLimitHeaders({ ratelimit: '"default";r=50;t=10' }, NOW)).toEqual({ rate: 5 });
     expect(parseRateLimitHeaders({ ratelimit: "limit=100, remaining=30, reset=15" }, NOW)).toEqual({
