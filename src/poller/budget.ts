@@ -282,11 +282,17 @@ export class RequestBudget {
     this.#source
       .take({ now, want, limit: this.#settings.limit, burst: this.#settings.burst, ...report })
       .then(
-        (reply) => this.#granted(reply, want),
-        (err: unknown) => this.#failed(err, report),
+        (reply) => {
+          this.#fetching = false;
+          this.#granted(reply, want);
+        },
+        (err: unknown) => {
+          this.#fetching = false;
+          this.#failed(err, report);
+        },
       )
       .finally(() => {
-        this.#fetching = false;
+        // News that arrived while the call was out (a 429) goes out now.
         if (this.#urgent) this.#pump();
       });
   }
@@ -313,7 +319,7 @@ export class RequestBudget {
     const paused = this.#pauseUntil - now;
     const wait = reply.granted < want || want === 0 ? Math.max(reply.waitMs, paused, 1) : 0;
     if (wait > 0) this.#wake(wait);
-    else queueMicrotask(() => this.#pump());
+    else this.#pump();
   }
 
   #failed(err: unknown, report: BudgetReport): void {
