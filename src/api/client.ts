@@ -13,12 +13,29 @@ import {
 } from "./errors.js";
 import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
+import { parseRateLimitHeaders, type RateLimitAdvice } from "./ratelimit.js";
 import { parseJob } from "./schema.js";
 
 export interface AttemptInfo {
   outcome: PollOutcomeKind;
   status?: number;
   durationMs: number;
+}
+
+/**
+ * A permit per HTTP attempt (the shared request budget): taken before each request goes out,
+ * polls, retries and probes alike, and told what each answer said about the quota.
+ */
+export interface AttemptPermits {
+  /** Takes a permit if one is at hand, without waiting. */
+  tryTake(): boolean;
+  /** Waits for a permit; false when `signal` aborted first. */
+  acquire(signal?: AbortSignal): Promise<boolean>;
+  record(answer: {
+    status: number | undefined;
+    retryAfterMs?: number | undefined;
+    advice?: RateLimitAdvice | null;
+  }): void;
 }
 
 export interface JobsClientOptions {
@@ -37,6 +54,8 @@ export interface JobsClientOptions {
   logger?: Logger;
   onAttempt?: (info: AttemptInfo) => void;
   userAgent?: string;
+  /** The request budget; without it requests go out as soon as a connection is free. */
+  permits?: AttemptPermits;
 }
 
 // Only this shape is ever put in a path: nothing a producer wrote can steer the request elsewhere.
@@ -216,7 +235,8 @@ export class JobsClient {
     let status: number | undefined;
     let result: "ok" | "auth" | "down";
     try {
-      status = (await this.#exchange(jobId, requestId, undefined, this.#probeLimits)).status;
+      const answer = await this.#exchange(jobId, requestId, undefined, this.#probeLimits);
+      status = answer.status;
       if (status === 200 || status === 404) result = "ok";
       else if (status === 401 || status === 403) result = "auth";
       else result = "down";
@@ -263,6 +283,40 @@ export class JobsClient {
    * deadline (`requestTimeoutMs` from now, checked by the sweep).
    */
   #exchange(
+    jobId: string,
+    requestId: string,
+    signal: AbortSignal | undefined,
+    limits: ExchangeLimits,
+  ): Promise<Answer> {
+    const permits = this.#opts.permits;
+    if (permits === undefined) return this.#send(jobId, requestId, signal, limits);
+    const heard = (answer: Answer): Answer => {
+      this.#heard(permits, answer);
+      return answer;
+    };
+    if (permits.tryTake()) return this.#send(jobId, requestId, signal, limits).then(heard);
+    // Waiting for the budget ends with a shutdown (abortInFlight) or the caller's abort.
+    const wait = signal === undefined ? this.#stop.signal : signal;
+    return permits.acquire(wait).then((granted) => {
+      if (!granted || this.#stop.signal.aborted) {
+        throw signal?.aborted ? coerceAbortReason(signal.reason) : new ApiTransientError("aborted");
+      }
+      return this.#send(jobId, requestId, signal, limits).then(heard);
+    });
+  }
+
+  /** What an answer tells the budget: a 429 and its Retry-After, and any rate-limit headers. */
+  #heard(permits: AttemptPermits, answer: Answer): void {
+    const now = Date.now();
+    const { status, headers } = answer;
+    permits.record({
+      status,
+      retryAfterMs: status === 429 ? parseRetryAfter(headers["retry-after"], now) : undefined,
+      advice: parseRateLimitHeaders(headers, now),
+    });
+  }
+
+  #send(
     jobId: string,
     requestId: string,
     signal: AbortSignal | undefined,
@@ -407,8 +461,10 @@ function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {
   if (kind === "not_found") return NOT_FOUND;
   if (kind === "invalid") return invalid(reasonOf(err));
   const retryAfterMs = err instanceof ApiTransientError ? err.retryAfterMs : undefined;
+  // A 429 is the quota speaking, not the job failing: the poller hands the job back instead.
+  const throttled = err instanceof ApiTransientError && err.status === 429 ? { throttled: true as const } : {};
   if (retryAfterMs !== undefined && retryAfterMs > 0 && !retryAfterHonoured) {
-    return { kind, reason: reasonOf(err), retryAfterMs };
+    return { kind, reason: reasonOf(err), retryAfterMs, ...throttled };
   }
-  return { kind, reason: reasonOf(err) };
+  return { kind, reason: reasonOf(err), ...throttled };
 }

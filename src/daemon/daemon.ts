@@ -4,9 +4,11 @@ import { JobsClient } from "../api/client.js";
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
+import { RequestBudget } from "../poller/budget.js";
 import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
+import { BudgetStore } from "../store/budget.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
 import { Store } from "../store/store.js";
 
@@ -97,6 +99,21 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   metrics.authOk.set(1);
   metrics.streamMaxLen.set(config.streamMaxLen);
 
+  // One budget for every HTTP attempt of this replica, shared with the others through Redis.
+  const budget = new RequestBudget({
+    source: new BudgetStore(redis, store.keys.budget),
+    settings: { limit: config.rateLimit, burst: config.rateBurst },
+    metrics: {
+      permits: metrics.budgetPermits,
+      waitSeconds: metrics.budgetWaitSeconds,
+      rate: metrics.budgetRate,
+      throttled: metrics.apiThrottled,
+      pauseSeconds: metrics.budgetPauseSeconds,
+      redisErrors: metrics.redisErrors,
+    },
+    logger,
+  });
+
   const client = new JobsClient({
     baseUrl: config.apiUrl,
     apiKey: () => apiKey,
@@ -107,6 +124,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     retryBudgetMs: retryBudgetMs(config),
     logger,
     onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
+    permits: budget,
   });
 
   const poller = new Poller({
@@ -115,6 +133,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     settings: pollerSettings(config),
     logger,
     metrics,
+    budget,
     onAuthRetry: () => {
       if (config.apiKeyFile === null) return;
       const read = readApiKeyFile(config.apiKeyFile);
@@ -221,6 +240,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
       client.abortInFlight();
+      budget.close();
       await bounded(redis.hdel(store.keys.replicas, config.replicaId));
       await bounded(client.close());
       await bounded(server?.close() ?? Promise.resolve());

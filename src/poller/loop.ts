@@ -5,6 +5,7 @@ import { coerceError } from "../lib/errors.js";
 import { sleep, Wakeup } from "../lib/signal.js";
 import type { ClaimedJob, DecisionWrite, Store } from "../store/store.js";
 import { ApplyCode, describeApplyCode } from "../store/store.js";
+import type { RequestBudget } from "./budget.js";
 import { Circuit } from "./circuit.js";
 import { type DecideSettings, decide } from "./decide.js";
 import { rejectionReason } from "./members.js";
@@ -52,6 +53,11 @@ export interface PollerDeps {
   random?: () => number;
   /** Called before each auth probe, e.g. to re-read a rotated key file. */
   onAuthRetry?: () => void;
+  /**
+   * The request budget shared by every replica: while its pause holds, nothing is claimed, and
+   * no more is claimed than it can soon pay for, so jobs wait in the schedule, in its order.
+   */
+  budget?: Pick<RequestBudget, "paused" | "pausedUntil" | "headroom">;
 }
 
 const MAX_APPLY_CALLS = 2;
@@ -64,6 +70,8 @@ const DIFF_SHARE = 6;
 const MAX_APPLY_BATCH = 256;
 /** The claim queue covers this much polling at the recent pace (see queueDepth). */
 const CLAIM_COVER_MS = 5;
+/** No more is claimed than the request budget grants in this long (see claimLoop). */
+const BUDGET_COVER_MS = 500;
 
 interface Pending {
   write: DecisionWrite;
@@ -142,9 +150,13 @@ export class Poller {
     return this.circuit.state === "open";
   }
 
-  /** Polling is paused: the key was rejected or the API is failing for every job. */
+  /** Polling is paused: the key was rejected, the API is failing for every job, or a 429. */
   private paused(): boolean {
-    return !this.authOk || this.circuit.state === "open";
+    return !this.authOk || this.circuit.state === "open" || this.budgetPaused();
+  }
+
+  private budgetPaused(): boolean {
+    return this.deps.budget?.paused(this.clock()) === true;
   }
 
   get leases(): number {
@@ -248,11 +260,26 @@ export class Poller {
         await this.circuitProbe();
         continue;
       }
+      const budget = this.deps.budget;
+      if (budget?.paused(this.clock())) {
+        // A 429 paused every replica: claim nothing until the pause ends.
+        await this.claimWake.wait(Math.max(1, budget.pausedUntil - this.clock()));
+        continue;
+      }
       // Keep enough claimed beyond the concurrency that workers never wait on Redis, and claim
-      // before the queue runs dry, in batches big enough to be worth a round trip.
-      const room =
+      // before the queue runs dry, in batches big enough to be worth a round trip. With a
+      // request budget, claim no more than it grants soon: the rest waits in the schedule,
+      // most overdue first, instead of on a lease here.
+      let room =
         s.concurrency + this.queueDepth(this.clock()) - this.queue.length - this.inFlight.size;
-      if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2)) {
+      let worth = Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2);
+      if (budget !== undefined) {
+        // At least one: a job waiting is what makes the budget ask for the next permit.
+        const affordable = Math.max(1, Math.floor(budget.headroom(BUDGET_COVER_MS, this.clock())));
+        room = Math.min(room, affordable - this.queue.length);
+        worth = Math.min(worth, Math.ceil(affordable / 2));
+      }
+      if (room < worth) {
         await this.claimWake.wait(s.idleWakeMs);
         continue;
       }
@@ -368,6 +395,14 @@ export class Poller {
       m?.polls?.inc({ outcome: "auth" });
       this.enterAuthPause(outcome.status);
       // The key is wrong for everyone: this job is handed back untouched, no event.
+      await this.releaseQuietly([job]);
+      return;
+    }
+    if (outcome.kind === "transient" && outcome.throttled === true) {
+      // The quota refused, not the job: no decision is written (no failure is counted towards
+      // poll_failed) and the circuit hears nothing. The job goes back, due now; the shared
+      // pause keeps every replica from claiming it again before the API wants.
+      m?.polls?.inc({ outcome: "throttled" });
       await this.releaseQuietly([job]);
       return;
     }

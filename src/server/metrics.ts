@@ -19,6 +19,7 @@ export const POLL_OUTCOMES = [
   "conflict",
   "handed_back",
   "not_written",
+  "throttled",
 ] as const;
 export type PollMetricOutcome = (typeof POLL_OUTCOMES)[number];
 
