@@ -58,7 +58,15 @@ fi
 services=$("${compose[@]}" -f docker-compose.yml --profile monitoring config --services | sort | tr '\n' ' ')
 [ "$services" = "poller prometheus redis seed simulator tail " ] ||
   fail "unexpected compose services: $services"
-for mounted in config/prometheus/prometheus.yml config/prometheus/alerts.yml; do
+# The poller's hardening (docs/operations.md): read-only root, no capabilities, no privilege
+# escalation, and the key from a secret file rather than the environment.
+poller=$("${compose[@]}" -f docker-compose.yml config | sed -n '/^  poller:$/,/^  [a-z][a-z-]*:$/p')
+for want in 'read_only: true' '- ALL' 'no-new-privileges:true' 'IDUNOX_API_KEY_FILE: /run/secrets/idunox_api_key' \
+  'source: idunox_api_key'; do
+  grep -Fq -- "$want" <<<"$poller" || fail "docker-compose.yml: the poller service lacks: $want"
+done
+if grep -Eq '^ +IDUNOX_API_KEY:' <<<"$poller"; then fail "docker-compose.yml: the poller gets the key from the environment"; fi
+for mounted in config/prometheus/prometheus.yml config/prometheus/alerts.yml examples/compose/demo-api-key; do
   [ -f "$mounted" ] || fail "docker-compose.yml mounts $mounted, which does not exist"
 done
 

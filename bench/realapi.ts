@@ -186,7 +186,8 @@ async function run(redis: Redis, setting: Setting): Promise<Row> {
       lagP95s: round(percentile(lags, 95), 2),
       lagMaxS: round(Math.max(...lags), 2),
       finishSeconds: round(finishSeconds, 1),
-      finalRate: rate === null ? (setting.limit > 0 ? setting.limit : null) : round(Number(rate), 1),
+      finalRate:
+        rate === null ? (setting.limit > 0 ? setting.limit : null) : round(Number(rate), 1),
     };
   } finally {
     for (const r of replicas) {
@@ -311,7 +312,9 @@ async function main(): Promise<void> {
   try {
     for (const setting of SETTINGS) {
       if (ONLY.size > 0 && !ONLY.has(setting.name)) continue;
-      log(`real API: ${setting.label}, ${REPLICAS} replicas, quota ${QUOTA}/s, ${LATENCY_MS} ms ...`);
+      log(
+        `real API: ${setting.label}, ${REPLICAS} replicas, quota ${QUOTA}/s, ${LATENCY_MS} ms ...`,
+      );
       const row = await run(redis, setting);
       log(
         `  429 share ${row.throttledShare}, goodput ${row.goodputOfQuota} of the quota, done in ${row.finishSeconds} s`,
@@ -375,7 +378,10 @@ async function main(): Promise<void> {
     date: new Date(started).toISOString(),
     durationSeconds: Math.round((Date.now() - started) / 1000),
     settings: { jobs: JOBS, quota: QUOTA, latencyMs: LATENCY_MS, replicas: REPLICAS, seed: SEED },
-    machine: { loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg().map((l) => round(l, 2)) },
+    machine: {
+      loadAverageAtStart: loadAtStart,
+      loadAverageAtEnd: loadavg().map((l) => round(l, 2)),
+    },
     rows,
     costs,
   };

@@ -12,9 +12,17 @@ import {
   reasonOf,
 } from "./errors.js";
 import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
+import {
+  interpretAnswer,
+  invalid,
+  isJsonMediaType,
+  MAX_JSON_DEPTH,
+  NOT_FOUND,
+} from "./interpret.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
 import { parseRateLimitHeaders, type RateLimitAdvice } from "./ratelimit.js";
-import { parseJob } from "./schema.js";
+
+export { MAX_JSON_DEPTH };
 
 export interface AttemptInfo {
   outcome: PollOutcomeKind;
@@ -62,57 +70,11 @@ export interface JobsClientOptions {
 const LOWERCASE_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // Header values undici would reject, or that a stray newline from a key file would corrupt.
 const HEADER_SAFE_KEY = /^[\x21-\x7e]+$/;
-const RETRY_STATUSES = new Set([408, 425, 429, 500, 502, 503, 504]);
 // Bodies of answers we don't read are drained up to this size to keep the connection; larger
 // ones are cut off with their socket.
 const DRAIN_LIMIT_BYTES = 64 * 1024;
 const MIN_BACKOFF_MS = 100;
-// JSON.parse copes with any nesting, but JSON.stringify, pino and Lua cjson recurse and give up
-// somewhere past a thousand levels (V8's JSON.stringify already between 1,000 and 5,000). A job
-// passed on must survive being serialised again downstream, so deeper bodies are refused here.
-export const MAX_JSON_DEPTH = 100;
-
-const NOT_FOUND: PollOutcome = Object.freeze({ kind: "not_found" });
 const ABORTED: PollOutcome = Object.freeze({ kind: "transient", reason: "aborted" });
-
-function invalid(reason: string): PollOutcome {
-  return { kind: "invalid", reason };
-}
-
-function isJsonMediaType(value: string | string[] | undefined): boolean {
-  if (typeof value !== "string") return false;
-  const semi = value.indexOf(";");
-  const media = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
-  return (
-    media === "application/json" || (media.startsWith("application/") && media.endsWith("+json"))
-  );
-}
-
-/** Nesting depth of a JSON text, counted without recursion; stops counting past `max`. */
-function exceedsDepth(text: Buffer, max: number): boolean {
-  // Fast path: a body with at most `max` brackets in all cannot nest deeper than `max`; counting
-  // them with the native indexOf is much cheaper than walking every byte of a normal body.
-  let brackets = 0;
-  for (const open of [0x7b, 0x5b]) {
-    for (let at = text.indexOf(open); at !== -1; at = text.indexOf(open, at + 1)) {
-      if (++brackets > max) break;
-    }
-  }
-  if (brackets <= max) return false;
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) {
-      if (++depth > max) return true;
-    } else if (c === 0x7d || c === 0x5d) depth--;
-  }
-  return false;
-}
 
 /**
  * The Jobs API over one keep-alive undici Pool. `poll` never throws for anything the API or the
@@ -235,8 +197,7 @@ export class JobsClient {
     let status: number | undefined;
     let result: "ok" | "auth" | "down";
     try {
-      const answer = await this.#exchange(jobId, requestId, undefined, this.#probeLimits);
-      status = answer.status;
+      status = (await this.#exchange(jobId, requestId, undefined, this.#probeLimits)).status;
       if (status === 200 || status === 404) result = "ok";
       else if (status === 401 || status === 403) result = "auth";
       else result = "down";
@@ -267,7 +228,11 @@ export class JobsClient {
     try {
       const answer = await this.#exchange(jobId, requestId, signal, this.#pollLimits);
       status = answer.status;
-      const outcome = this.#interpret(jobId, answer);
+      const outcome = interpretAnswer(jobId, answer, Date.now());
+      if (outcome.kind === "retry") {
+        const { retryAfterMs } = outcome;
+        throw new ApiTransientError(`http ${status}`, { status, retryAfterMs });
+      }
       const reason = outcome.kind === "invalid" ? outcome.reason : undefined;
       this.#report(jobId, requestId, outcome.kind, status, t0, reason, signal);
       return outcome;
@@ -296,8 +261,7 @@ export class JobsClient {
     };
     if (permits.tryTake()) return this.#send(jobId, requestId, signal, limits).then(heard);
     // Waiting for the budget ends with a shutdown (abortInFlight) or the caller's abort.
-    const wait = signal === undefined ? this.#stop.signal : signal;
-    return permits.acquire(wait).then((granted) => {
+    return permits.acquire(signal ?? this.#stop.signal).then((granted) => {
       if (!granted || this.#stop.signal.aborted) {
         throw signal?.aborted ? coerceAbortReason(signal.reason) : new ApiTransientError("aborted");
       }
@@ -316,6 +280,7 @@ export class JobsClient {
     });
   }
 
+  /** Sends one request now (see #exchange, which first takes its permit). */
   #send(
     jobId: string,
     requestId: string,
@@ -389,37 +354,6 @@ export class JobsClient {
     return key;
   }
 
-  #interpret(jobId: string, answer: Answer): PollOutcome {
-    const { status, headers } = answer;
-    if (status === 200) return this.#readJob(jobId, answer);
-    if (status === 404) return NOT_FOUND;
-    if (status === 401 || status === 403) return { kind: "auth", status };
-    if (RETRY_STATUSES.has(status)) {
-      const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
-      throw new ApiTransientError(`http ${status}`, { status, retryAfterMs });
-    }
-    if (status >= 300 && status < 400) return invalid(`unexpected redirect (http ${status})`);
-    return invalid(`unexpected status (http ${status})`);
-  }
-
-  #readJob(jobId: string, answer: Answer): PollOutcome {
-    // The body was kept exactly when it was announced as JSON (see #pollLimits.keep).
-    if (!answer.kept) return invalid("unexpected content type");
-    const text = answer.body;
-    if (answer.overCap || text === null) return invalid("body too large");
-    if (exceedsDepth(text, MAX_JSON_DEPTH)) return invalid("body nested too deeply");
-    let value: unknown;
-    try {
-      value = JSON.parse(text.toString("utf8"));
-    } catch {
-      return invalid("body is not json");
-    }
-    const parsed = parseJob(value);
-    if (!parsed.ok) return invalid(`schema: ${parsed.issues}`);
-    if (parsed.job.jobId.toLowerCase() !== jobId) return invalid("jobId mismatch");
-    return { kind: "ok", job: parsed.job };
-  }
-
   #report(
     jobId: string,
     requestId: string,
@@ -462,7 +396,8 @@ function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {
   if (kind === "invalid") return invalid(reasonOf(err));
   const retryAfterMs = err instanceof ApiTransientError ? err.retryAfterMs : undefined;
   // A 429 is the quota speaking, not the job failing: the poller hands the job back instead.
-  const throttled = err instanceof ApiTransientError && err.status === 429 ? { throttled: true as const } : {};
+  const throttled =
+    err instanceof ApiTransientError && err.status === 429 ? { throttled: true as const } : {};
   if (retryAfterMs !== undefined && retryAfterMs > 0 && !retryAfterHonoured) {
     return { kind, reason: reasonOf(err), retryAfterMs, ...throttled };
   }

@@ -1,12 +1,18 @@
 import { isJobId } from "../api/schema.js";
+import { SETTINGS } from "../config/schema.js";
+import type { DurationSnapshot } from "../poller/durations.js";
+import { explainSchedule, type IntervalBounds } from "../poller/schedule.js";
+import { DurationStore } from "../store/durations.js";
 import { EXIT, parseCommandArgs, UsageError } from "./common.js";
 import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller status [options] [jobId]
 
-Without a job id: tracked jobs, due backlog, schedule lag, rejected members, consumer groups
-and the replicas' heartbeats (API key state, leases). With a job id: its stored state and
-when it is polled next.
+Without a job id: tracked jobs, due backlog, schedule lag, rejected members, consumer groups,
+the replicas' heartbeats (API key state, leases) and the phase durations learned per job type
+(samples, p50, p90). With a job id: its stored state, when it is polled next and why (read
+with POLLER_SCHEDULE, POLLER_MIN_INTERVAL_MS and POLLER_MAX_INTERVAL_MS from the environment,
+as the daemon would).
 
 Options:
 ${REDIS_HELP}
@@ -15,6 +21,43 @@ Exit codes: 0 ok, 1 Redis failed or job unknown, 2 usage.`;
 
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
+}
+
+/** A setting as the daemon would read it from this environment; its default if unset or bad. */
+function envSetting<T>(s: {
+  env: string;
+  fallback: unknown;
+  schema: { safeParse(v: string): { success: boolean; data?: T } };
+}): T {
+  const raw = process.env[s.env]?.trim();
+  const parsed = raw === undefined || raw === "" ? undefined : s.schema.safeParse(raw);
+  if (parsed?.success) return parsed.data as T;
+  return s.schema.safeParse(String(s.fallback)).data as T;
+}
+
+function scheduleSettings(): { predictive: boolean; bounds: IntervalBounds } {
+  return {
+    predictive: envSetting<string>(SETTINGS.schedule) === "predictive",
+    bounds: {
+      minIntervalMs: envSetting<number>(SETTINGS.minIntervalMs),
+      maxIntervalMs: envSetting<number>(SETTINGS.maxIntervalMs),
+    },
+  };
+}
+
+const seconds = (ms: number) => Math.round(ms) / 1000;
+
+/** The learned durations, one row per type and phase, for operators. */
+function learned(snapshot: DurationSnapshot): Array<Record<string, unknown>> {
+  return snapshot.entries().map(({ type, phase, distribution: d }) => ({
+    type,
+    phase,
+    samples: d.samples,
+    weight: Math.round(d.total),
+    p50Seconds: seconds(d.quantile(0.5)),
+    p90Seconds: seconds(d.quantile(0.9)),
+    updatedAt: iso(d.updatedAtMs),
+  }));
 }
 
 export async function runStatusCommand(argv: string[]): Promise<number> {
@@ -48,13 +91,32 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
         return EXIT.failure;
       }
       const s = job.state;
+      const now = Date.now();
+      const { predictive, bounds } = scheduleSettings();
+      const snapshot = predictive
+        ? await new DurationStore(redis, store.keys.durations).read()
+        : null;
+      let why: string;
+      if (job.dueAt === null) why = "not scheduled: done with (final, not found or untracked)";
+      else if (job.dueAt === 0) why = "never polled: due now";
+      else if ((s?.consecutiveFailures ?? 0) > 0) why = "backoff: the last poll failed";
+      else
+        why = explainSchedule(
+          snapshot,
+          s ?? { type: null, status: null, phaseStartMs: null },
+          now,
+          bounds,
+        );
       out({
         jobId: id,
         pending: job.pending,
         scheduled: job.dueAt !== null,
         nextPollAt:
           job.dueAt === null ? null : job.dueAt === 0 ? "now (never polled)" : iso(job.dueAt),
+        whyThen: why,
         status: s?.status ?? null,
+        type: s?.type ?? null,
+        phaseStartedAt: iso(s?.phaseStartMs ?? null),
         updatedAt: iso(s?.updatedAtMs ?? null),
         lastSequence: s?.sequence ?? 0,
         intervalMs: s?.intervalMs ?? null,
@@ -81,6 +143,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       rejected: stats.rejected,
       consumerGroups: stats.groups,
       replicas,
+      learnedDurations: learned(await new DurationStore(redis, store.keys.durations).read()),
     });
     return EXIT.ok;
   } finally {

@@ -4,15 +4,18 @@ import {
   API_KEY_ENV,
   API_KEY_FILE_ENV,
   CONFIG_FILE_ENV,
+  isLoopbackHost,
   KNOWN_ENV_NAMES,
   type LogLevel,
   maskUrlPassword,
   type ParsedSettings,
+  type Schedule,
   SETTINGS,
   type Setting,
 } from "./schema.js";
 
 export {
+  isLoopbackHost,
   KNOWN_ENV_NAMES,
   type LogLevel,
   maskUrlPassword,
@@ -20,6 +23,8 @@ export {
   type RedisMode,
   type RedisTarget,
   RedisUrlError,
+  SCHEDULES,
+  type Schedule,
 } from "./schema.js";
 
 export interface Config {
@@ -34,6 +39,10 @@ export interface Config {
   maxIntervalMs: number;
   backoffFactor: number;
   jitter: number;
+  /** predictive: learned phase durations place the polls; backoff: the exponential backoff only. */
+  schedule: Schedule;
+  /** How often learned durations are merged into Redis and read back (one round trip). */
+  scheduleSyncMs: number;
   concurrency: number;
   requestTimeoutMs: number;
   retries: number;
@@ -56,6 +65,8 @@ export interface Config {
   /** POLLER_RATE_BURST as used: the limit (at least 1) when not set. */
   rateBurst: number;
   replicaId: string;
+  /** Lets an http:// API URL name a host that is not loopback; the daemon warns at start. */
+  allowInsecureHttp: boolean;
 }
 
 export class ConfigError extends Error {
@@ -165,6 +176,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // The bucket holds one second of the limit unless told otherwise, and at least one permit.
   if (s.rateBurst === 0 && s.rateLimit !== undefined) {
     s.rateBurst = Math.max(1, Math.ceil(s.rateLimit));
+  }
+
+  // The key goes out in a header of every request: over plain HTTP anyone on the path reads it.
+  // Only a loopback host is safe without TLS, unless a test rig says otherwise explicitly.
+  if (s.apiUrl !== undefined && s.allowInsecureHttp === false) {
+    const url = new URL(s.apiUrl);
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      problems.push(
+        `IDUNOX_API_URL: an http:// URL would send the API key in clear text; use https://, or a loopback host (127.0.0.1, ::1, localhost), or set POLLER_ALLOW_INSECURE_HTTP=true on a test rig, got ${quote(maskUrlPassword(s.apiUrl))}`,
+      );
+    }
   }
 
   const key = readApiKey(lookup(API_KEY_ENV), lookup(API_KEY_FILE_ENV), problems);

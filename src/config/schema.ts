@@ -233,6 +233,37 @@ const replicaId: Rule<string> = {
   schema: z.string().regex(/^[\x21-\x7e]{1,200}$/),
 };
 
+export const SCHEDULES = ["predictive", "backoff"] as const;
+export type Schedule = (typeof SCHEDULES)[number];
+
+const schedule: Rule<Schedule> = {
+  expect: `one of ${SCHEDULES.join(", ")}`,
+  schema: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(SCHEDULES)),
+};
+
+const flag: Rule<boolean> = {
+  expect: "true or false",
+  schema: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(["true", "false"]))
+    .transform((s) => s === "true"),
+};
+
+/**
+ * True when the URL's host can only be this machine: `localhost`, 127.0.0.0/8 or ::1. Plain
+ * HTTP to such a host never crosses a network, so the key cannot be read on the way. WHATWG
+ * URL parsing has already normalised the host (`127.1` -> `127.0.0.1`, `[0:0::1]` -> `[::1]`).
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  if (host === "localhost" || host === "[::1]") return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 const DAY_MS = 86_400_000;
 
 /**
@@ -248,6 +279,8 @@ export const SETTINGS = {
   maxIntervalMs: setting("POLLER_MAX_INTERVAL_MS", "60000", integer(10, DAY_MS)),
   backoffFactor: setting("POLLER_BACKOFF_FACTOR", "2", decimal(1, 10)),
   jitter: setting("POLLER_JITTER", "0.2", decimal(0, 1)),
+  schedule: setting("POLLER_SCHEDULE", "predictive", schedule),
+  scheduleSyncMs: setting("POLLER_SCHEDULE_SYNC_MS", "5000", integer(100, 600_000)),
   concurrency: setting("POLLER_CONCURRENCY", "32", integer(1, 1024)),
   requestTimeoutMs: setting("POLLER_REQUEST_TIMEOUT_MS", "10000", integer(100, 120_000)),
   retries: setting("POLLER_RETRIES", "3", integer(0, 10)),
@@ -271,6 +304,8 @@ export const SETTINGS = {
   // The bucket of that budget; 0 stands for the default: the limit, at least 1 (see loadConfig).
   rateBurst: setting("POLLER_RATE_BURST", "0", integer(0, 1_000_000)),
   replicaId: setting("POLLER_REPLICA_ID", () => `${hostname()}-${process.pid}`, replicaId),
+  // For test rigs only: lets an http:// IDUNOX_API_URL point at a host that is not loopback.
+  allowInsecureHttp: setting("POLLER_ALLOW_INSECURE_HTTP", "false", flag),
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;

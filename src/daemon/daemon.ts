@@ -1,6 +1,15 @@
 import { setTimeout as sleepTimer } from "node:timers/promises";
 import type { DestinationStream, Logger } from "pino";
 import { JobsClient } from "../api/client.js";
+import {
+  CIRCUIT_MAX_COOLDOWN_MS,
+  CIRCUIT_MIN_COOLDOWN_MS,
+  circuitThreshold,
+  pollBudgetMs,
+  RECONCILE_INTERVAL_MS,
+  retryBudgetMs,
+  shutdownPhases,
+} from "../config/budgets.js";
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
@@ -33,17 +42,6 @@ export interface DaemonOptions {
   logger?: Logger;
 }
 
-/**
- * How long the retries of one poll may go on. A poll and its retries end inside the lease
- * (config enforces timeout * 2 < lease): at most max(2 * timeout, lease / 2).
- */
-function retryBudgetMs(config: Config): number {
-  return Math.max(
-    config.requestTimeoutMs,
-    Math.floor(config.leaseMs / 2) - config.requestTimeoutMs,
-  );
-}
-
 export function pollerSettings(config: Config): PollerSettings {
   return {
     minIntervalMs: config.minIntervalMs,
@@ -60,10 +58,11 @@ export function pollerSettings(config: Config): PollerSettings {
     idleWakeMs: config.idleWakeMs,
     authRetryMs: config.authRetryMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
-    reconcileIntervalMs: 60_000,
-    circuitThreshold: Math.max(20, config.concurrency * 2),
-    circuitMaxCooldownMs: 30_000,
-    pollBudgetMs: retryBudgetMs(config) + config.requestTimeoutMs,
+    reconcileIntervalMs: RECONCILE_INTERVAL_MS,
+    circuitThreshold: circuitThreshold(config.concurrency),
+    circuitMinCooldownMs: CIRCUIT_MIN_COOLDOWN_MS,
+    circuitMaxCooldownMs: CIRCUIT_MAX_COOLDOWN_MS,
+    pollBudgetMs: pollBudgetMs(config),
   };
 }
 
@@ -83,6 +82,12 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
       base: { replica: config.replicaId },
     });
   logger.info({ config: redactedConfig(config) }, "starting idunox-job-poller");
+  if (config.allowInsecureHttp) {
+    logger.warn(
+      { apiUrl: config.apiUrl },
+      "POLLER_ALLOW_INSECURE_HTTP=true: an http:// API URL is accepted on any host and the API key may travel in clear text; for test rigs only",
+    );
+  }
 
   const redis: RedisClient = connectRedis(config.redisUrl);
   redis.on("error", (err: unknown) => {
@@ -233,7 +238,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     stopping ??= (async () => {
       logger.info("stopping: no new claims, draining in-flight polls");
       clearInterval(heartbeat);
-      const deadline = Date.now() + config.shutdownTimeoutMs * 0.95;
+      const deadline = Date.now() + shutdownPhases(config.shutdownTimeoutMs).daemonMs;
       // Each step after the drain gets what is left of the budget, so a Redis or API that
       // does not answer cannot push the exit past POLLER_SHUTDOWN_TIMEOUT_MS.
       const bounded = (p: Promise<unknown>) =>

@@ -121,6 +121,7 @@ export class RequestBudget {
   #rate: number | null;
   #pauseUntil = 0;
   #pauseCountedUntil = 0;
+  readonly #pauseListeners: Array<() => void> = [];
   #retryMs = MIN_RETRY_MS;
   #failing = false;
   #closed = false;
@@ -224,6 +225,11 @@ export class RequestBudget {
     if (this.#urgent) this.#pump();
   }
 
+  /** `listener` runs, synchronously, each time this replica hears of a new pause. */
+  onPause(listener: () => void): void {
+    this.#pauseListeners.push(listener);
+  }
+
   /** Ends every wait with false and stops asking Redis. */
   close(): void {
     this.#closed = true;
@@ -242,7 +248,9 @@ export class RequestBudget {
   }
 
   #notePause(until: number, now: number): void {
+    const began = until > now && this.#pauseUntil <= now;
     if (until > this.#pauseUntil) this.#pauseUntil = until;
+    if (began) for (const listener of this.#pauseListeners) listener();
     const from = Math.max(now, this.#pauseCountedUntil);
     if (until > from) {
       this.#metrics?.pauseSeconds?.inc((until - from) / 1000);

@@ -2,6 +2,7 @@ import type { PollOutcome } from "../api/outcome.js";
 import type { Job } from "../api/schema.js";
 import { buildEvent } from "../events/cloudevents.js";
 import type { AnyCloudEvent, EventDataByKind, EventKind } from "../events/types.js";
+import type { DurationSnapshot } from "./durations.js";
 import {
   type BackoffSettings,
   isFinal,
@@ -13,6 +14,7 @@ import {
   shouldAlertPollFailure,
   slaBreachDetection,
 } from "./rules.js";
+import { choosePredictive, type DurationSample, phaseSamples, phaseStartOf } from "./schedule.js";
 import type { JobState } from "./state.js";
 
 export interface DecideSettings extends BackoffSettings {
@@ -30,6 +32,11 @@ export interface DecideInput {
   /** In [0, 1); injected so the rules stay pure. */
   random: number;
   settings: DecideSettings;
+  /**
+   * What was learned about phase durations (POLLER_SCHEDULE=predictive), frozen when the
+   * snapshot was read; absent or null: the backoff schedules every poll.
+   */
+  durations?: DurationSnapshot | null;
 }
 
 export interface Decision {
@@ -39,6 +46,10 @@ export interface Decision {
   nextDueAt: number | null;
   /** For metrics and logs: what the poll came to after the rules. */
   verdict: "changed" | "unchanged" | "stale" | "not_found" | "failed" | "removed";
+  /** Phase durations this change revealed, to be learned once the decision is written. */
+  samples: DurationSample[];
+  /** Which schedule placed nextDueAt (null when the job leaves). */
+  scheduledBy: "backoff" | "predictive" | null;
 }
 
 /**
@@ -100,6 +111,8 @@ function decideOk(input: DecideInput, job: Job): Decision {
       events: [],
       nextDueAt: schedule(input, intervalMs, state.slaDeadlineMs, state.slaReported),
       verdict: "stale",
+      samples: [],
+      scheduledBy: "backoff",
     };
   }
 
@@ -137,6 +150,15 @@ function decideOk(input: DecideInput, job: Job): Decision {
   const slaDeadlineMs = job.slaDeadlineAt === null ? null : Date.parse(job.slaDeadlineAt);
   const slaReported = state.slaReported || detectedBy !== null;
   const intervalMs = nextInterval(state.intervalMs, changed, settings);
+  const phaseStartMs = phaseStartOf(job);
+  const samples = changed ? phaseSamples(state, job) : [];
+  let nextDue: number | null = null;
+  let scheduledBy: Decision["scheduledBy"] = null;
+  if (!final) {
+    const predicted = predictiveDueAt(input, job, phaseStartMs, slaDeadlineMs, slaReported);
+    scheduledBy = predicted === null ? "backoff" : "predictive";
+    nextDue = predicted ?? schedule(input, intervalMs, slaDeadlineMs, slaReported);
+  }
   return {
     // Every field is set here: a literal, not a copy of `state`, on the path of every poll.
     state: {
@@ -152,11 +174,43 @@ function decideOk(input: DecideInput, job: Job): Decision {
       slaReported,
       slaDeadlineMs,
       final,
+      type: job.type,
+      phaseStartMs,
     },
     events: out.events,
-    nextDueAt: final ? null : schedule(input, intervalMs, slaDeadlineMs, slaReported),
+    nextDueAt: nextDue,
     verdict: final ? "removed" : changed ? "changed" : "unchanged",
+    samples,
+    scheduledBy,
   };
+}
+
+/**
+ * The predictive placement, or null when the backoff decides (no snapshot, too little history,
+ * no learned phase). The interval is jittered like the backoff's, then held inside
+ * [min, max]: the bounds hold whatever the statistics say. The SLA deadline still comes first.
+ */
+function predictiveDueAt(
+  input: DecideInput,
+  job: Job,
+  phaseStartMs: number | null,
+  slaDeadlineMs: number | null,
+  slaReported: boolean,
+): number | null {
+  const { durations, settings, now } = input;
+  if (durations == null) return null;
+  const choice = choosePredictive(
+    durations,
+    { type: job.type, status: job.status, phaseStartMs },
+    now,
+    settings,
+  );
+  if (choice === null) return null;
+  const delayMs = Math.min(
+    settings.maxIntervalMs,
+    Math.max(settings.minIntervalMs, jittered(choice.intervalMs, settings.jitter, input.random)),
+  );
+  return nextDueAt({ now, delayMs, slaDeadlineMs, slaReported });
 }
 
 function decideNotFound(input: DecideInput): Decision {
@@ -169,6 +223,8 @@ function decideNotFound(input: DecideInput): Decision {
       events: [],
       nextDueAt: null,
       verdict: "removed",
+      samples: [],
+      scheduledBy: null,
     };
   }
   const firstNotFoundAtMs = state.firstNotFoundAtMs ?? now;
@@ -192,6 +248,8 @@ function decideNotFound(input: DecideInput): Decision {
       events: out.events,
       nextDueAt: null,
       verdict: "removed",
+      samples: [],
+      scheduledBy: null,
     };
   }
   // Poll again no later than the end of the grace period, so `not_found` is not late.
@@ -207,6 +265,8 @@ function decideNotFound(input: DecideInput): Decision {
     events: [],
     nextDueAt: due,
     verdict: "not_found",
+    samples: [],
+    scheduledBy: "backoff",
   };
 }
 
@@ -246,6 +306,8 @@ function decideFailure(
       retryAfterMs === undefined ? null : now + retryAfterMs,
     ),
     verdict: "failed",
+    samples: [],
+    scheduledBy: "backoff",
   };
 }
 

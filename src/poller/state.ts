@@ -1,5 +1,5 @@
-import type { JobStatus } from "../api/schema.js";
-import { JOB_STATUSES } from "../api/schema.js";
+import type { JobStatus, JobType } from "../api/schema.js";
+import { JOB_STATUSES, JOB_TYPES } from "../api/schema.js";
 
 /**
  * What the poller remembers about one job between polls. It lives in Redis (one field of the
@@ -22,11 +22,17 @@ export interface JobState {
   slaReported: boolean;
   slaDeadlineMs: number | null;
   final: boolean;
+  /** The job's type as last observed; null before the first observation. */
+  type: JobType | null;
+  /** When the job entered its current phase (queued or running), by the API's clock. */
+  phaseStartMs: number | null;
 }
 
 // Stored as `<version>|<json array>`: the version prefix is what the Lua compare-and-set reads,
 // and a positional array keeps the per-job footprint small with many thousands of jobs.
+// Fields added later go at the end, so a state written by an older version still decodes.
 const STATUS_INDEX = new Map<JobStatus, number>(JOB_STATUSES.map((s, i) => [s, i]));
+const TYPE_INDEX = new Map<JobType, number>(JOB_TYPES.map((t, i) => [t, i]));
 
 export function encodeState(s: JobState): string {
   const body = [
@@ -41,6 +47,8 @@ export function encodeState(s: JobState): string {
     s.slaReported ? 1 : 0,
     s.slaDeadlineMs,
     s.final ? 1 : 0,
+    s.type === null ? -1 : TYPE_INDEX.get(s.type),
+    s.phaseStartMs,
   ];
   return `${s.version}|${JSON.stringify(body)}`;
 }
@@ -68,6 +76,8 @@ export function decodeState(raw: string): JobState {
   const statusIndex = num(body[2]);
   const status =
     statusIndex === null || statusIndex < 0 ? null : (JOB_STATUSES[statusIndex] ?? null);
+  const typeIndex = num(body[11]);
+  const type = typeIndex === null || typeIndex < 0 ? null : (JOB_TYPES[typeIndex] ?? null);
   return {
     version,
     epoch: String(body[0]),
@@ -81,6 +91,8 @@ export function decodeState(raw: string): JobState {
     slaReported: body[8] === 1,
     slaDeadlineMs: num(body[9]),
     final: body[10] === 1,
+    type,
+    phaseStartMs: num(body[12]),
   };
 }
 
@@ -98,5 +110,7 @@ export function initialState(epoch: string): JobState {
     slaReported: false,
     slaDeadlineMs: null,
     final: false,
+    type: null,
+    phaseStartMs: null,
   };
 }

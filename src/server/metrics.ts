@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { JOB_TYPES } from "../api/schema.js";
 import { EVENT_KINDS } from "../events/types.js";
 import type { StoreStats } from "../store/store.js";
 
@@ -34,6 +35,8 @@ export class Metrics {
   readonly requests: Counter<"outcome">;
   readonly pollDuration: Histogram<"outcome">;
   readonly events: Counter<"type">;
+  readonly detectionDelay: Histogram<"type">;
+  readonly scheduled: Counter<"schedule">;
   readonly redisErrors: Counter<"op">;
   readonly authOk: Gauge;
   readonly redisUp: Gauge;
@@ -105,6 +108,20 @@ export class Metrics {
       labelNames: ["type"],
       registers,
     });
+    // Labelled by the seed's job type enum only (seven values): the series count is fixed.
+    this.detectionDelay = new Histogram({
+      name: `${PREFIX}detection_delay_seconds`,
+      help: "Observation time minus the new state's updatedAt, per observed status change, by job type.",
+      labelNames: ["type"],
+      buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300],
+      registers,
+    });
+    this.scheduled = new Counter({
+      name: `${PREFIX}schedule_decisions_total`,
+      help: "Next polls placed, by the schedule that placed them: predictive or backoff.",
+      labelNames: ["schedule"],
+      registers,
+    });
     this.redisErrors = new Counter({
       name: `${PREFIX}redis_errors_total`,
       help: "Redis operations that failed, by operation.",
@@ -170,6 +187,8 @@ export class Metrics {
       this.polls.inc({ outcome }, 0);
     }
     for (const type of EVENT_KINDS) this.events.inc({ type }, 0);
+    for (const schedule of ["predictive", "backoff"]) this.scheduled.inc({ schedule }, 0);
+    for (const type of JOB_TYPES) this.detectionDelay.zero({ type });
 
     // Without a collector the store gauges would read 0 jobs, which is a claim, not a gap.
     if (this.collectStoreStats !== undefined) this.registerStoreGauges(registers);

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import pino from "pino";
 import { parseCommandArgs } from "../cli/common.js";
 import { randomSeed } from "./random.js";
@@ -28,9 +29,12 @@ Options:
   --port N          port to listen on (default 4010; 0 for any free port)
   --host HOST       address to bind (default 127.0.0.1)
   --jobs N          add N jobs with random realistic lifecycles
+  --mix MIX         lifecycles of --jobs: scenarios (edge cases, the default) or pipeline
+                    (log-normal queue and run times per job type, see src/sim/mix.ts)
   --json            print {"url","jobIds"} as one JSON line
   --seed N          seed of the lifecycles and faults (random by default)
-  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY or sim-key)
+  --api-key KEY     key the simulator accepts (default: $IDUNOX_API_KEY, the file
+                    $IDUNOX_API_KEY_FILE names, or sim-key)
   --fast            benchmark mode: every uuid exists and is running
   --auto-create     unknown uuids get a random lifecycle on first sight
   --quota N         requests/s the key may make (token bucket); beyond it 429 + Retry-After
@@ -48,6 +52,7 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
     seed: { type: "string" },
     jobs: { type: "string" },
     json: { type: "boolean" },
+    mix: { type: "string" },
     "api-key": { type: "string" },
     quota: { type: "string" },
     "quota-burst": { type: "string" },
@@ -70,7 +75,17 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
   ) {
     throw new Error("--quota-burst and --rate-headers need --quota");
   }
-  const apiKey = values["api-key"] ?? env["IDUNOX_API_KEY"] ?? DEFAULT_API_KEY;
+  const mix = values.mix ?? "scenarios";
+  if (mix !== "scenarios" && mix !== "pipeline") {
+    throw new Error("--mix must be scenarios or pipeline");
+  }
+  const keyFile = env["IDUNOX_API_KEY_FILE"];
+  // The compose demo hands both the simulator and the poller one secret file.
+  const apiKey =
+    values["api-key"] ??
+    env["IDUNOX_API_KEY"] ??
+    (keyFile ? readFileSync(keyFile, "utf8").trim() : undefined) ??
+    DEFAULT_API_KEY;
   const logger = pino(
     { name: "idunox-sim", level: env["LOG_LEVEL"] ?? "info" },
     pino.destination(2),
@@ -89,7 +104,7 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
     latencyMs,
     logger,
   });
-  const jobIds = sim.addRandomJobs(jobs);
+  const jobIds = sim.addRandomJobs(jobs, mix);
   if (values.json === true) process.stdout.write(`${JSON.stringify({ url: sim.url, jobIds })}\n`);
   else if (jobIds.length > 0) process.stdout.write(`${jobIds.join("\n")}\n`);
   logger.info(

@@ -19,12 +19,20 @@ import {
 } from "./faults.js";
 import { JSON_TYPE, sendJson, sendText } from "./http.js";
 import { createSimJob, jobAt, type SimJob, type SimJobSpec } from "./lifecycle.js";
+import { pipelineSpec } from "./mix.js";
 import { Quota, type QuotaSettings } from "./quota.js";
 import { createRng, type Rng, randomSeed } from "./random.js";
 
 export type { Faults } from "./faults.js";
 export type { SimJobSpec, SimStep } from "./lifecycle.js";
 export type { QuotaSettings } from "./quota.js";
+
+/**
+ * Which lifecycles `addRandomJobs` draws. `scenarios`: the poller's edge cases (retries, dead
+ * letters, SLA breaches, jobs faster than a first poll) with uniform timings. `pipeline`: per
+ * step type log-normal queue and run times (src/sim/mix.ts), what a learned schedule faces.
+ */
+export type SimMix = "scenarios" | "pipeline";
 
 export interface SimulatorOptions {
   apiKey: string;
@@ -76,7 +84,7 @@ export interface Simulator {
   url: string;
   port: number;
   addJob(spec?: SimJobSpec): string;
-  addRandomJobs(n: number): string[];
+  addRandomJobs(n: number, mix?: SimMix): string[];
   setFaults(f: Faults, jobId?: string): void;
   clearFaults(): void;
   setApiKey(key: string): void;
@@ -170,9 +178,12 @@ class SimulatorServer implements Simulator {
     return job.jobId;
   }
 
-  addRandomJobs(n: number): string[] {
+  addRandomJobs(n: number, mix: SimMix = "scenarios"): string[] {
     // Ids come from the seeded sequence too, so a seed reproduces the whole set.
-    return Array.from({ length: n }, () => this.addJob({ jobId: this.jobRng.uuid() }));
+    return Array.from({ length: n }, () => {
+      const jobId = this.jobRng.uuid();
+      return this.addJob(mix === "pipeline" ? { ...pipelineSpec(this.jobRng), jobId } : { jobId });
+    });
   }
 
   setFaults(f: Faults, jobId?: string): void {

@@ -30,6 +30,8 @@ export interface Keys {
   replicas: string;
   /** The request budget shared by every replica (takePermits). */
   budget: string;
+  /** "<type>|<phase>" -> learned phase-duration histogram (predictive schedule). */
+  durations: string;
 }
 
 export function keysFor(prefix: string): Keys {
@@ -47,5 +49,6 @@ export function keysFor(prefix: string): Keys {
     rejectSeq: `${prefix}rejected:seq`,
     replicas: `${prefix}replicas`,
     budget: `${prefix}budget`,
+    durations: `${prefix}durations`,
   };
 }

@@ -15,6 +15,7 @@ export const SCRIPT_NAMES = [
   "rejectMember",
   "expireStates",
   "takePermits",
+  "mergeDurations",
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 

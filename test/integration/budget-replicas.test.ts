@@ -112,7 +112,10 @@ describe("request budget across replica processes", () => {
     const s = await simulator();
     const ids = await foreverJobs(s);
     await replicas(s, 3, { POLLER_RATE_LIMIT: "30", POLLER_RATE_BURST: "5" });
-    await waitFor(() => s.stats().requests > 60, { what: "the replicas polling", timeoutMs: 30_000 });
+    await waitFor(() => s.stats().requests > 60, {
+      what: "the replicas polling",
+      timeoutMs: 30_000,
+    });
 
     const w = await window(s, 3000);
     expect(w.requests).toBeLessThanOrEqual(allowed(30, 5, w.seconds));

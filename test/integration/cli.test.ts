@@ -65,6 +65,21 @@ describe("run with a bad configuration", () => {
     expect(r.stdout + r.stderr).not.toContain(key);
   });
 
+  it("exits 78 for an http:// API URL on a host that is not loopback, naming the override", async () => {
+    const key = `secret-${randomUUID()}`;
+    const r = await runCliToEnd(["run"], {
+      IDUNOX_API_KEY: key,
+      IDUNOX_API_URL: "http://api.example:8080",
+      POLLER_HTTP_PORT: "0",
+    });
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain(
+      "IDUNOX_API_URL: an http:// URL would send the API key in clear text",
+    );
+    expect(r.stderr).toContain("POLLER_ALLOW_INSECURE_HTTP=true");
+    expect(r.stdout + r.stderr).not.toContain(key);
+  });
+
   it("exits 78 when no API key is set", async () => {
     const r = await runCliToEnd(["run"], { POLLER_HTTP_PORT: "0" });
     expect(r.code).toBe(78);

@@ -105,6 +105,23 @@ describe("logs", () => {
   });
 });
 
+describe("POLLER_ALLOW_INSECURE_HTTP", () => {
+  it("makes the daemon warn at start, and only when it is set", async () => {
+    const s = await startSimulator({ apiKey: TEST_API_KEY, seed: 17 });
+    sim = s;
+    const warnings = (d: TestDaemon) =>
+      d.logs.filter(
+        (l) => l["level"] === 40 && String(l["msg"]).includes("POLLER_ALLOW_INSECURE_HTTP"),
+      );
+    t = await startTestDaemon({ sim: s });
+    expect(warnings(t)).toEqual([]);
+    await t.stop();
+    t = await startTestDaemon({ sim: s, env: { POLLER_ALLOW_INSECURE_HTTP: "true" } });
+    expect(warnings(t)).toHaveLength(1);
+    expect(warnings(t)[0]?.["apiUrl"]).toBe(s.url);
+  });
+});
+
 describe("/readyz and /metrics", () => {
   it("report the running daemon's state, and no job id in the metrics", async () => {
     const s = await startSimulator({ apiKey: TEST_API_KEY, seed: 16 });

@@ -154,6 +154,31 @@ describe("simulator (normal mode)", () => {
     }
   });
 
+  it("serves the pipeline mix: every job queued, then running or cancelled, then final", async () => {
+    const twin = await start();
+    try {
+      const ids = sim.addRandomJobs(40, "pipeline");
+      expect(twin.addRandomJobs(40, "pipeline")).toEqual(ids);
+      const types = new Set<string>();
+      for (const id of ids) {
+        const first = validJob(await getJob(sim, id));
+        expect(first.status).toBe("pending");
+        types.add(first.type);
+      }
+      // Seven types drawn 40 times: more than one shows up.
+      expect(types.size).toBeGreaterThan(3);
+      now = T0 + 1_000_000;
+      for (const id of ids) {
+        const body = validJob(await getJob(sim, id));
+        expect(["succeeded", "cancelled", "dead_letter"]).toContain(body.status);
+        expect(body.queuedAt).not.toBeNull();
+        expect((await getJob(twin, id)).text).toBe(JSON.stringify(body));
+      }
+    } finally {
+      await twin.close();
+    }
+  });
+
   it("answers 404 until a job becomes visible", async () => {
     const id = sim.addJob({ visibleAfterMs: 30_000 });
     expect((await getJob(sim, id)).status).toBe(404);

@@ -49,6 +49,8 @@ describe("defaults", () => {
       maxIntervalMs: 60000,
       backoffFactor: 2,
       jitter: 0.2,
+      schedule: "predictive",
+      scheduleSyncMs: 5000,
       concurrency: 32,
       requestTimeoutMs: 10000,
       retries: 3,
@@ -69,6 +71,7 @@ describe("defaults", () => {
       rateLimit: 0,
       rateBurst: 1,
       replicaId: `${hostname()}-${process.pid}`,
+      allowInsecureHttp: false,
     };
     expect(c).toEqual(expected);
   });
@@ -310,6 +313,47 @@ describe("URLs and names", () => {
     const problem = problemFor({ ...base, IDUNOX_API_URL: value }, "IDUNOX_API_URL");
     expect(problem).toContain(reason);
     expect(problem).not.toContain(":pw@");
+  });
+
+  it.each([
+    "http://127.0.0.1:4010",
+    "http://127.9.8.7",
+    "http://127.1:8080",
+    "http://localhost:4010/api",
+    "http://LOCALHOST",
+    "http://[::1]:4010",
+    "http://[0:0:0:0:0:0:0:1]",
+    "https://api.example",
+  ])("accepts IDUNOX_API_URL=%s (TLS or a loopback host)", (url) => {
+    expect(loadConfig({ ...base, IDUNOX_API_URL: url }).apiUrl).toMatch(/^https?:\/\//);
+  });
+
+  it.each([
+    "http://api.example",
+    "http://10.0.0.5:4010",
+    "http://128.0.0.1",
+    "http://127.0.0.1.example",
+    "http://localhost.example",
+    "http://[::2]",
+    "http://simulator:4010",
+  ])("refuses IDUNOX_API_URL=%s: the key would travel in clear text", (url) => {
+    const problem = problemFor({ ...base, IDUNOX_API_URL: url }, "IDUNOX_API_URL");
+    expect(problem).toContain("clear text");
+    expect(problem).toContain("POLLER_ALLOW_INSECURE_HTTP=true");
+  });
+
+  it("accepts a plain-HTTP remote API URL only with POLLER_ALLOW_INSECURE_HTTP=true", () => {
+    const env = { ...base, IDUNOX_API_URL: "http://simulator:4010" };
+    expect(loadConfig({ ...env, POLLER_ALLOW_INSECURE_HTTP: "true" })).toMatchObject({
+      apiUrl: "http://simulator:4010",
+      allowInsecureHttp: true,
+    });
+    expect(problemFor({ ...env, POLLER_ALLOW_INSECURE_HTTP: "false" }, "IDUNOX_API_URL")).toContain(
+      "clear text",
+    );
+    expect(
+      problemFor({ ...env, POLLER_ALLOW_INSECURE_HTTP: "yes" }, "POLLER_ALLOW_INSECURE_HTTP"),
+    ).toContain("true or false");
   });
 
   it.each([

@@ -2,8 +2,8 @@ import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config/index.js";
 import { pollerSettings } from "../../../src/daemon/daemon.js";
-import { type JobsApi, Poller } from "../../../src/poller/loop.js";
-import type { ClaimResult, IntakeResult, Store } from "../../../src/store/store.js";
+import { type JobsApi, Poller, type PollerStore } from "../../../src/poller/loop.js";
+import type { ClaimResult, IntakeResult } from "../../../src/store/store.js";
 
 /** A promise whose settling the test decides. */
 function deferred<T>() {
@@ -24,7 +24,7 @@ describe("Poller: Redis health", () => {
     // answered before a black hole can resolve after a newer intake call has timed out.
     const claims: Array<ReturnType<typeof deferred<ClaimResult>>> = [];
     const intakes: Array<ReturnType<typeof deferred<IntakeResult>>> = [];
-    const store = {
+    const store: PollerStore = {
       claim: () => {
         const d = deferred<ClaimResult>();
         claims.push(d);
@@ -39,7 +39,7 @@ describe("Poller: Redis health", () => {
       release: async () => 0,
       apply: async () => [],
       reject: async () => false,
-    } as unknown as Store;
+    };
     const api: JobsApi = {
       poll: async () => ({ kind: "not_found" }),
       probeAuth: async () => "ok",
