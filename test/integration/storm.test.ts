@@ -130,7 +130,7 @@ const STORM: Faults = {
 /** The key's quota during the storm: about what the daemon would send, so some 429s. */
 const STORM_QUOTA = { rate: 100 };
 /** A burst of 429s with Retry-After on top of the rest: the quota drops far below demand. */
-const BURST_QUOTA = { rate: 20 };
+const BURST_QUOTA = { rate: 40 };
 
 let redis: Redis;
 let prefix: string;
