@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { coerceError } from "../lib/errors.js";
 import { runSimulatorCli } from "../sim/cli.js";
+import { runAclCommand } from "./acl.js";
 import { EXIT, UsageError } from "./common.js";
 import { runDemoCommand } from "./demo.js";
 import { runDaemonCommand } from "./run.js";
@@ -17,6 +18,7 @@ Commands:
   tail                follow the events stream (--group/--consumer for a consumer group, --json)
   simulate            run the built-in Jobs API simulator
   demo                run the daemon against the built-in simulator and show events as they arrive
+  acl                 print a Redis ACL file with least-privilege users for a key prefix
 
 Run "idunox-poller <command> --help" for a command's options.`;
 
@@ -33,6 +35,8 @@ async function main(argv: string[]): Promise<number> {
       return runTailCommand(rest);
     case "demo":
       return runDemoCommand(rest);
+    case "acl":
+      return runAclCommand(rest);
     case "simulate":
       await runSimulatorCli(rest, process.env);
       return EXIT.ok;

@@ -24,6 +24,12 @@ export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient
     enableAutoPipelining: true,
     retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000),
     connectionName: "idunox-poller",
+    // A primary demoted by a failover (or a replica named by mistake) answers writes with
+    // READONLY while the connection itself stays up, so nothing else would make the client
+    // look again. Reconnecting asks the sentinels (or the URL's host) for the primary anew;
+    // 2 = reconnect and resend the refused command there. A refused write did not happen, and
+    // every write of the daemon is a compare-and-set, so sending it again is safe.
+    reconnectOnError: (err) => (/^READONLY\b/.test(err.message) ? 2 : false),
     ...(target.tls ? { tls: {} } : {}),
     ...(target.username ? { username: target.username } : {}),
     ...(target.password ? { password: target.password } : {}),
@@ -41,14 +47,48 @@ export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient
         clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2000),
       });
     case "sentinel":
-      return new Redis({
-        ...base,
-        sentinels: target.hosts,
-        name: target.masterName ?? "mymaster",
-        db: target.db,
-        ...(target.password ? { sentinelPassword: target.password } : {}),
-      });
+      return keepReconnecting(
+        new Redis({
+          ...base,
+          sentinels: target.hosts,
+          name: target.masterName ?? "mymaster",
+          // Subscribes to the sentinels' +switch-master, so a failover moves the client to the
+          // new primary at once instead of when the old connection finally errors out.
+          failoverDetector: true,
+          db: target.db,
+          ...(target.password ? { sentinelPassword: target.password } : {}),
+        }),
+      );
   }
+}
+
+/**
+ * ioredis 5.11 leaves the failover detector of a connection that died subscribed. When its
+ * +switch-master arrives while the client is already reconnecting, it aborts that reconnection
+ * and the client ends for good ("Connection is closed." on every command) although nobody
+ * closed it: a daemon that survived the failover would never reach the new primary. Seen in
+ * test/integration/failover.test.ts. Until ioredis releases the fix (redis/ioredis#2198), a
+ * client that ends without our own quit() or disconnect() is connected again.
+ */
+function keepReconnecting(redis: Redis): Redis {
+  let closedByUs = false;
+  const quit = redis.quit.bind(redis);
+  const disconnect = redis.disconnect.bind(redis);
+  redis.quit = ((...args: Parameters<typeof quit>) => {
+    closedByUs = true;
+    return quit(...args);
+  }) as typeof redis.quit;
+  redis.disconnect = (reconnect = false) => {
+    if (!reconnect) closedByUs = true;
+    disconnect(reconnect);
+  };
+  redis.on("end", () => {
+    if (closedByUs) return;
+    setTimeout(() => {
+      if (!closedByUs && redis.status === "end") redis.connect().catch(() => {});
+    }, 50);
+  });
+  return redis;
 }
 
 /** True while the connection can serve commands. */

@@ -1,0 +1,64 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { aclRules, globEscape, renderAclFile, scriptCommands } from "../../../src/store/acl.js";
+
+const rulesOf = (prefix: string, user: string) => {
+  const found = aclRules(prefix).find((r) => r.user === user);
+  if (found === undefined) throw new Error(`no user ${user}`);
+  return found;
+};
+
+describe("the ACL users", () => {
+  it("config/redis/users.acl is the generator's output for the default prefix", () => {
+    const shipped = readFileSync(
+      new URL("../../../config/redis/users.acl", import.meta.url),
+      "utf8",
+    );
+    expect(
+      shipped,
+      "config/redis/users.acl is out of date: regenerate it with `npx tsx src/cli/main.ts acl > config/redis/users.acl`",
+    ).toBe(renderAclFile("idunox:jobs:"));
+  });
+
+  it("lets the poller run every command its Lua scripts call", () => {
+    const lua = scriptCommands();
+    expect(lua).toEqual(expect.arrayContaining(["xadd", "hset", "zadd", "sadd"]));
+    expect(rulesOf("p:", "poller").commands).toEqual(expect.arrayContaining(lua));
+  });
+
+  it("keeps the producer and the consumer off the daemon's write commands", () => {
+    const writes = [
+      "hset",
+      "hdel",
+      "zadd",
+      "zrem",
+      "srem",
+      "xadd",
+      "xdel",
+      "xtrim",
+      "del",
+      "eval",
+      "evalsha",
+    ];
+    expect(rulesOf("p:", "producer").commands.filter((c) => writes.includes(c))).toEqual([]);
+    expect(rulesOf("p:", "consumer").commands.filter((c) => writes.includes(c))).toEqual([]);
+    expect(rulesOf("p:", "producer").keys).toEqual(["~p:pending"]);
+    expect(rulesOf("p:", "consumer").keys).toEqual(["%R~p:*", "~p:events", "~p:alerts"]);
+  });
+
+  it("carries a Cluster prefix's hash tag in the patterns and escapes glob characters", () => {
+    expect(rulesOf("{idunox}:jobs:", "poller").keys).toEqual(["~{idunox}:jobs:*"]);
+    expect(globEscape("a*b?c[d]e\\f")).toBe("a\\*b\\?c\\[d\\]e\\\\f");
+    expect(rulesOf("x[1]:", "producer").keys).toEqual(["~x\\[1\\]:pending"]);
+  });
+
+  it("writes a password only as its SHA-256 digest, and a user without one as off", () => {
+    const text = renderAclFile("p:", { passwords: { poller: "s3cret" } });
+    expect(text).not.toContain("s3cret");
+    expect(text).toMatch(/^user poller reset on #[0-9a-f]{64} ~p:\* /m);
+    expect(text).toMatch(/^user producer reset off ~p:pending /m);
+    expect(renderAclFile("p:", { format: "commands" })).toMatch(
+      /^ACL SETUSER consumer reset off /m,
+    );
+  });
+});
