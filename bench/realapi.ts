@@ -218,10 +218,12 @@ interface CostRow {
   permits: number;
   scriptCalls: number;
   permitsPerCall: number;
-  redisUsPerPermit: number;
+  /** Time inside the script per call (commandstats usec), and the server's CPU per call. */
+  usPerCall: number;
+  cpuUsPerCall: number;
 }
 
-async function scriptStats(redis: Redis): Promise<{ calls: number; usec: number }> {
+async function scriptStats(redis: Redis): Promise<{ calls: number; usec: number; cpuUs: number }> {
   let calls = 0;
   let usec = 0;
   for (const line of (await redis.info("commandstats")).split("\n")) {
@@ -231,7 +233,9 @@ async function scriptStats(redis: Redis): Promise<{ calls: number; usec: number 
       usec += Number(m[3]);
     }
   }
-  return { calls, usec };
+  const cpu = await redis.info("cpu");
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(cpu)?.[1] ?? 0);
+  return { calls, usec, cpuUs: (field("used_cpu_user") + field("used_cpu_sys")) * 1e6 };
 }
 
 /**
@@ -277,14 +281,15 @@ async function budgetCost(limit: number, seconds: number): Promise<CostRow> {
     );
     for (const b of budgets) b.close();
     const after = await scriptStats(redis);
-    const calls = after.calls - before.calls;
+    const calls = Math.max(1, after.calls - before.calls);
     return {
       limit,
       seconds,
       permits,
       scriptCalls: calls,
-      permitsPerCall: round(permits / Math.max(1, calls), 1),
-      redisUsPerPermit: round((after.usec - before.usec) / Math.max(1, permits), 3),
+      permitsPerCall: round(permits / calls, 1),
+      usPerCall: round((after.usec - before.usec) / calls, 1),
+      cpuUsPerCall: round((after.cpuUs - before.cpuUs) / calls, 1),
     };
   } finally {
     redis.disconnect();
@@ -322,12 +327,19 @@ async function main(): Promise<void> {
       rows.push(row);
     }
     log("budget cost ...");
+    // Permits per call at the quota (few calls: their own timing is noise on a busy machine),
+    // and the cost of one call of the same (rate-limited) path over many calls.
     costs.push(await budgetCost(QUOTA, 5));
+    costs.push(await budgetCost(100_000, 3));
     costs.push(await budgetCost(0, 3));
   } finally {
     redis.disconnect();
   }
 
+  const many = costs.find((c) => c.limit === 100_000);
+  const atQuota = costs.find((c) => c.limit === QUOTA);
+  const costAtQuota =
+    many && atQuota ? round(many.usPerCall / Math.max(1, atQuota.permitsPerCall), 2) : null;
   const out = [
     "",
     `Real API (${REPLICAS} replicas, default settings, quota ${QUOTA}/s with 429 + Retry-After, ${LATENCY_MS} ms answers, ${JOBS} jobs)`,
@@ -362,16 +374,23 @@ async function main(): Promise<void> {
     "",
     `Redis cost of the budget (${REPLICAS} limiters drawing as fast as allowed, private redis-server)`,
     table(
-      ["limit", "seconds", "permits", "script calls", "permits/call", "Redis us/permit"],
+      ["limit", "seconds", "permits", "script calls", "permits/call", "us/call", "CPU us/call"],
       costs.map((c) => [
         c.limit === 0 ? "none" : c.limit,
         c.seconds,
         c.permits,
         c.scriptCalls,
         c.permitsPerCall,
-        c.redisUsPerPermit,
+        c.usPerCall,
+        c.cpuUsPerCall,
       ]),
     ),
+    ...(costAtQuota === null
+      ? []
+      : [
+          `Redis per permit (one per HTTP attempt) at the quota: ${costAtQuota} us in the script ` +
+            `(us/call at limit 100000 / permits per call at ${QUOTA})`,
+        ]),
   ];
   process.stdout.write(`${out.join("\n")}\n`);
   const result = {
@@ -384,6 +403,7 @@ async function main(): Promise<void> {
     },
     rows,
     costs,
+    redisUsPerPermitAtQuota: costAtQuota,
   };
   const dir = join(ROOT, "bench", "results");
   mkdirSync(dir, { recursive: true });

@@ -14,10 +14,18 @@ import type { BudgetReport, PermitSource, TakeReply } from "../store/budget.js";
  * asked, which is the schedule order the loop claims in; only one Redis call is out at a time.
  */
 
-/** A batch is what the shared rate grants in this long. */
-export const BATCH_MS = 50;
-/** Permits held locally expire after this long: unspent, they would make a burst later. */
-export const HOLD_MS = 100;
+/**
+ * A batch is what the shared rate grants in this long, and a batch may be reserved that far
+ * ahead (usable from its `readyAt`): one Redis call covers a batch even while replicas compete.
+ */
+export const BATCH_MS = 150;
+/**
+ * How far ahead of the bucket permits may be reserved: room for a batch of each of a few
+ * replicas, so that one replica fetching ahead does not take every permit from one waiting.
+ */
+export const RESERVE_MS = 3 * BATCH_MS;
+/** Held permits lapse this long after they became usable: unspent, they would make a burst later. */
+export const HOLD_MS = 300;
 /** The most permits one call takes (the no-limit case). */
 export const MAX_BATCH = 64;
 /** A pause when a 429 carries no Retry-After. */
@@ -61,32 +69,65 @@ export function batchSize(rate: number | null, settings: BudgetSettings): number
   return Math.max(1, Math.min(size, MAX_BATCH, Math.floor(bucket)));
 }
 
-/** Permits granted to this replica and not spent yet; all of them lapse together. */
+/**
+ * Permits granted to this replica and not spent yet, in batches: a batch is usable from its
+ * `usableAt` (reserved permits lie in the future) and lapses `holdMs` after that.
+ */
 export class LocalPermits {
-  private count = 0;
-  private expiresAt = 0;
+  private batches: Array<{ count: number; usableAt: number; expiresAt: number }> = [];
 
   constructor(private readonly holdMs: number) {}
 
-  add(n: number, now: number): void {
+  add(n: number, now: number, usableAt = now): void {
     if (n <= 0) return;
-    this.count = this.available(now) + n;
-    this.expiresAt = now + this.holdMs;
+    const at = Math.max(now, usableAt);
+    this.batches.push({ count: n, usableAt: at, expiresAt: at + this.holdMs });
   }
 
+  /** Usable now. */
   available(now: number): number {
-    if (now >= this.expiresAt) this.count = 0;
-    return this.count;
+    this.prune(now);
+    let n = 0;
+    for (const b of this.batches) if (b.usableAt <= now) n += b.count;
+    return n;
+  }
+
+  /** Usable now or reserved for later. */
+  held(now: number): number {
+    this.prune(now);
+    let n = 0;
+    for (const b of this.batches) n += b.count;
+    return n;
+  }
+
+  /** When the next reserved batch becomes usable; null when none waits. */
+  nextUsableAt(now: number): number | null {
+    this.prune(now);
+    let next: number | null = null;
+    for (const b of this.batches) {
+      if (b.usableAt > now && (next === null || b.usableAt < next)) next = b.usableAt;
+    }
+    return next;
   }
 
   take(now: number): boolean {
-    if (this.available(now) === 0) return false;
-    this.count -= 1;
-    return true;
+    this.prune(now);
+    for (const b of this.batches) {
+      if (b.usableAt <= now && b.count > 0) {
+        b.count -= 1;
+        return true;
+      }
+    }
+    return false;
   }
 
   drop(): void {
-    this.count = 0;
+    this.batches = [];
+  }
+
+  private prune(now: number): void {
+    if (this.batches.length === 0) return;
+    this.batches = this.batches.filter((b) => b.count > 0 && b.expiresAt > now);
   }
 }
 
@@ -123,6 +164,8 @@ export class RequestBudget {
   #pauseCountedUntil = 0;
   readonly #pauseListeners: Array<() => void> = [];
   #retryMs = MIN_RETRY_MS;
+  /** Not before then does the budget have a batch to grant (its last `waitMs`). */
+  #nextFetchAt = 0;
   #failing = false;
   #closed = false;
 
@@ -162,7 +205,7 @@ export class RequestBudget {
    */
   headroom(horizonMs: number, now = this.#clock()): number {
     if (now < this.#pauseUntil) return 0;
-    const held = this.#permits.available(now);
+    const held = this.#permits.held(now);
     if (this.#rate === null) return Number.POSITIVE_INFINITY;
     return held + (this.#rate * horizonMs) / 1000 - this.#waiters.length;
   }
@@ -174,7 +217,7 @@ export class RequestBudget {
     if (now < this.#pauseUntil || !this.#permits.take(now)) return false;
     this.#metrics?.permits?.inc();
     // Fetch the next batch before this one runs out, so steady demand rarely waits on Redis.
-    if (this.#permits.available(now) < batchSize(this.#rate, this.#settings) / 2) this.#pump();
+    if (this.#permits.held(now) < batchSize(this.#rate, this.#settings) / 2) this.#pump();
     return true;
   }
 
@@ -276,8 +319,19 @@ export class RequestBudget {
     this.#timer = undefined;
     const now = this.#clock();
     const batch = batchSize(this.#rate, this.#settings);
-    const needed = this.#waiters.length > 0 || this.#permits.available(now) < batch / 2;
-    if (!needed && !this.#urgent) return;
+    const reserved = this.#permits.nextUsableAt(now);
+    const needed =
+      (this.#waiters.length > 0 && reserved === null) || this.#permits.held(now) < batch / 2;
+    if (!needed && !this.#urgent) {
+      // Waiters are covered by permits reserved for later: wake them then.
+      if (this.#waiters.length > 0 && reserved !== null) this.#wake(reserved - now);
+      return;
+    }
+    if (now < this.#nextFetchAt && !this.#urgent) {
+      // Asking before the budget has a batch would cost a round trip for nothing.
+      this.#wake(this.#nextFetchAt - now);
+      return;
+    }
     if (now < this.#pauseUntil && !this.#urgent) {
       this.#wake(this.#pauseUntil - now);
       return;
@@ -288,7 +342,14 @@ export class RequestBudget {
     this.#urgent = false;
     this.#fetching = true;
     this.#source
-      .take({ now, want, limit: this.#settings.limit, burst: this.#settings.burst, ...report })
+      .take({
+        now,
+        want,
+        limit: this.#settings.limit,
+        burst: this.#settings.burst,
+        reserveMs: RESERVE_MS,
+        ...report,
+      })
       .then(
         (reply) => {
           this.#fetching = false;
@@ -318,16 +379,29 @@ export class RequestBudget {
       this.#metrics?.rate?.set(reply.rate ?? 0);
     }
     this.#notePause(reply.pauseUntil, now);
-    this.#permits.add(reply.granted, now);
-    while (this.#waiters.length > 0 && this.#permits.take(now)) {
-      this.#settle(this.#waiters.shift() as Waiter, true, now);
-    }
+    this.#permits.add(reply.granted, now, reply.readyAt);
+    this.#nextFetchAt = reply.granted < want ? now + reply.waitMs : 0;
+    this.#serve(now);
     if (this.#waiters.length === 0) return;
-    // Demand is left: ask again when the budget says the permits exist (or the pause ends).
+    // Demand is left: wake when reserved permits become usable, else ask again when the
+    // budget says more exist (or the pause ends).
+    const reserved = this.#permits.nextUsableAt(now);
+    if (reserved !== null) {
+      this.#wake(reserved - now);
+      return;
+    }
     const paused = this.#pauseUntil - now;
     const wait = reply.granted < want || want === 0 ? Math.max(reply.waitMs, paused, 1) : 0;
     if (wait > 0) this.#wake(wait);
     else this.#pump();
+  }
+
+  /** Hands usable permits to waiters, in the order they asked. */
+  #serve(now: number): void {
+    if (now < this.#pauseUntil) return;
+    while (this.#waiters.length > 0 && this.#permits.take(now)) {
+      this.#settle(this.#waiters.shift() as Waiter, true, now);
+    }
   }
 
   #failed(err: unknown, report: BudgetReport): void {
@@ -352,6 +426,7 @@ export class RequestBudget {
     this.#timer = setTimeout(
       () => {
         this.#timer = undefined;
+        this.#serve(this.#clock());
         this.#pump();
       },
       Math.max(1, Math.ceil(ms)),

@@ -21,6 +21,8 @@ export interface TakeRequest extends BudgetReport {
   limit: number;
   /** POLLER_RATE_BURST, >= 1. */
   burst: number;
+  /** How far beyond the bucket permits may be reserved (usable from `readyAt`); default 0. */
+  reserveMs?: number;
 }
 
 export interface TakeReply {
@@ -31,6 +33,8 @@ export interface TakeReply {
   rate: number | null;
   /** End of the shared pause in ms; 0 for none. */
   pauseUntil: number;
+  /** When the granted permits may be used (ms): `now`, or later for reserved ones. */
+  readyAt: number;
 }
 
 /** The budget's state is dropped after an hour without any replica asking. */
@@ -68,8 +72,15 @@ export class BudgetStore implements PermitSource {
       Math.max(0, Math.round(r.pauseMs)),
       r.headerRate,
       BUDGET_TTL_MS,
-    )) as [number, number, number, number];
-    const [granted, waitMs, rateMilli, pauseUntil] = reply;
-    return { granted, waitMs, rate: rateMilli < 0 ? null : rateMilli / 1000, pauseUntil };
+      Math.max(0, Math.round(r.reserveMs ?? 0)),
+    )) as [number, number, number, number, number];
+    const [granted, waitMs, rateMilli, pauseUntil, readyAt] = reply;
+    return {
+      granted,
+      waitMs,
+      rate: rateMilli < 0 ? null : rateMilli / 1000,
+      pauseUntil,
+      readyAt,
+    };
   }
 }

@@ -67,7 +67,9 @@ describe("RequestBudget", () => {
       t = Date.now();
       if (t < pauseEnd) expect(t - at).toBeLessThanOrEqual(HOLD_MS);
     }
-    expect(b.pausedUntil).toBe(pauseEnd);
+    // The pause reached Redis a moment after a set it locally: it ends then, for both.
+    expect(b.pausedUntil).toBeGreaterThanOrEqual(pauseEnd);
+    expect(b.pausedUntil).toBe(a.pausedUntil);
   });
 
   it("a 429 without Retry-After pauses for one second", async () => {

@@ -44,8 +44,9 @@ describe("takePermits: the bucket", () => {
   it("grants the burst at once, then one permit per 1/limit s, and says when the rest exist", async () => {
     const limits = { limit: 10, burst: 5 };
     const first = await budget.take(req(T0, 8, limits));
-    // tat = T0 + 5 * 100; three more fit once tat + 3 * 100 - 5 * 100 <= now: in 300 ms.
-    expect(first).toEqual({ granted: 5, waitMs: 300, rate: 10, pauseUntil: 0 });
+    // tat = T0 + 5 * 100; a whole batch of 8 fits again once tat + 8 * 100 - 5 * 100 <= now:
+    // in 800 ms (asking sooner would be a round trip for a few).
+    expect(first).toEqual({ granted: 5, waitMs: 800, rate: 10, pauseUntil: 0, readyAt: T0 });
     expect((await budget.take(req(T0 + 99, 1, limits))).granted).toBe(0);
     expect((await budget.take(req(T0 + 100, 1, limits))).granted).toBe(1);
     expect((await budget.take(req(T0 + 100, 1, limits))).granted).toBe(0);
@@ -65,12 +66,39 @@ describe("takePermits: the bucket", () => {
     expect(granted).toBeGreaterThanOrEqual(bound - 6);
   });
 
+  it("reserves a batch beyond the bucket, usable only once the last of it conforms", async () => {
+    const limits = { limit: 10, burst: 2, reserveMs: 300 };
+    // Two from the bucket and three reserved: tat = T0 + 500; the last conforms at T0 + 300.
+    expect(await budget.take(req(T0, 5, limits))).toMatchObject({ granted: 5, readyAt: T0 + 300 });
+    // The next caller finds the reservation horizon used up until time moves on.
+    expect(await budget.take(req(T0, 5, limits))).toMatchObject({ granted: 0, waitMs: 500 });
+    expect(await budget.take(req(T0 + 100, 1, limits))).toMatchObject({
+      granted: 1,
+      readyAt: T0 + 400,
+    });
+  });
+
+  it("holds the limit with reservations: permits usable by t never exceed burst + rate x t", async () => {
+    const limits = { limit: 50, burst: 10, reserveMs: 100 };
+    const usable: number[] = [];
+    let now = T0;
+    for (let i = 0; now < T0 + 4000; i++, now += 7) {
+      const r = await budget.take(req(now, 1 + (i % 3) * 4, limits));
+      for (let k = 0; k < r.granted; k++) usable.push(r.readyAt);
+    }
+    for (const t of [T0, T0 + 500, T0 + 1000, T0 + 2500, T0 + 3900]) {
+      const byT = usable.filter((at) => at <= t).length;
+      expect(byT).toBeLessThanOrEqual(10 + (50 * (t - T0)) / 1000 + 1);
+    }
+  });
+
   it("grants everything with no limit and no learned rate", async () => {
     expect(await budget.take(req(T0, 64))).toEqual({
       granted: 64,
       waitMs: 0,
       rate: null,
       pauseUntil: 0,
+      readyAt: T0,
     });
   });
 
@@ -84,11 +112,12 @@ describe("takePermits: the bucket", () => {
   it("cannot be jammed by a replica whose clock runs an hour ahead", async () => {
     const limits = { limit: 10, burst: 10 };
     expect((await budget.take(req(T0 + 3_600_000, 10, limits))).granted).toBe(10);
-    // tat is pulled back to one bucket ahead of the honest clock, not an hour.
+    // tat is pulled back to one bucket plus the longest reservation (1 s) ahead of the honest
+    // clock, not an hour.
     const now = await budget.take(req(T0, 1, limits));
     expect(now.granted).toBe(0);
-    expect(now.waitMs).toBeLessThanOrEqual(100);
-    expect((await budget.take(req(T0 + 100, 1, limits))).granted).toBe(1);
+    expect(now.waitMs).toBeLessThanOrEqual(1100);
+    expect((await budget.take(req(T0 + 1100, 1, limits))).granted).toBe(1);
   });
 });
 

@@ -4,8 +4,10 @@
 
   The bucket is GCRA: `tat` is the theoretical arrival time of the next permit. A permit is
   granted while tat - now <= (burst - 1) * T, with T = 1000 / rate ms; granting n permits moves
-  tat on by n * T. So over any interval d at most burst + rate * d permits are granted,
-  whichever replica asks.
+  tat on by n * T. So over any interval d at most burst + rate * d permits become usable,
+  whichever replica asks. A caller may also reserve permits up to `reserveMs` ahead: they are
+  granted now but usable only from `readyAt`, when the last of them conforms. One call then
+  covers a whole batch even while replicas compete for every permit.
 
   The shared rate in force is, in this order: the rate the API's rate-limit headers named
   (capped at the limit), else the adapted rate (AIMD, capped at the limit), else the limit,
@@ -22,7 +24,8 @@
 
   Replicas' clocks must agree (as leases already need): `now` comes from the caller. So that a
   replica with a clock far ahead cannot jam the others, tat is never further ahead of the
-  caller's `now` than one full bucket, and a pause never longer than MAX_PAUSE_MS.
+  caller's `now` than one full bucket (plus the longest reservation), and a pause never longer
+  than MAX_PAUSE_MS.
 
   KEYS[1] budget  hash: tat, rate, base, pause, guard, grow, short, w, wok, wsent, pok, psent
 
@@ -35,12 +38,14 @@
   ARGV[7] pauseMs: pause asked for (Retry-After, or until a header's reset); 0 for none
   ARGV[8] headerRate: requests/s named by rate-limit headers; 0 for none
   ARGV[9] ttlMs: the budget's state is forgotten after this long without a call
+  ARGV[10] reserveMs: how far beyond the bucket permits may be reserved; 0 for none
 
-  Returns { granted, waitMs, rateMilli, pauseUntil }
-    granted     permits granted now (0..want)
-    waitMs      when granted < want: ms until the rest could be granted (pause included)
+  Returns { granted, waitMs, rateMilli, pauseUntil, readyAt }
+    granted     permits granted (0..want)
+    waitMs      when granted < want: ms until a whole `want` could be granted (or the pause ends)
     rateMilli   the shared rate in force, in thousandths of a request/s; -1 for none
     pauseUntil  end of the shared pause (ms), 0 for none
+    readyAt     when the granted permits may be used (ms); now unless some were reserved
 ]]
 local rcall = redis.call
 local key = KEYS[1]
@@ -52,6 +57,7 @@ local GUARD_MS = 1000
 local STARVED_MS = 1000
 local WINDOW_MS = 1000
 local MAX_PAUSE_MS = 3600000
+local MAX_RESERVE_MS = 1000
 
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
@@ -61,6 +67,7 @@ local ok = tonumber(ARGV[5])
 local throttled = ARGV[6] == "1"
 local pauseMs = tonumber(ARGV[7])
 local headerRate = tonumber(ARGV[8])
+local reserve = math.min(tonumber(ARGV[10]), MAX_RESERVE_MS)
 
 local f = rcall("HMGET", key, "tat", "rate", "base", "pause", "guard", "grow", "short",
   "w", "wok", "wsent", "pok", "psent")
@@ -122,7 +129,7 @@ if pause > now + MAX_PAUSE_MS then pause = now + MAX_PAUSE_MS end
 local eff = rate
 if eff == nil and limit > 0 then eff = limit end
 
-local granted, waitMs = 0, 0
+local granted, waitMs, readyAt = 0, 0, now
 if now < pause then
   if want > 0 then waitMs = pause - now end
 elseif want > 0 then
@@ -132,14 +139,22 @@ elseif want > 0 then
     local T = 1000 / eff
     local b = burst
     if limit == 0 and eff > b then b = eff end
-    if tat > now + b * T then tat = now + b * T end
+    -- Reservations reach at most MAX_RESERVE_MS beyond the bucket; anything further came from
+    -- a clock far ahead.
+    if tat > now + b * T + MAX_RESERVE_MS then tat = now + b * T + MAX_RESERVE_MS end
     local start = math.max(tat, now)
-    local room = math.floor((now + b * T - start) / T + 1e-9)
+    local room = math.floor((now + reserve + b * T - start) / T + 1e-9)
     granted = math.max(0, math.min(want, room))
     tat = start + granted * T
+    -- The last permit granted conforms once tat - now <= b * T.
+    readyAt = math.max(now, math.ceil(tat - b * T))
     if granted < want then
       short = now
-      waitMs = math.max(1, math.ceil(tat + (want - granted) * T - b * T - now))
+      -- Until a whole batch fits again: asking sooner would be a round trip for a few.
+      waitMs = math.max(1, math.ceil(tat + want * T - b * T - reserve - now))
+    elseif tat > now + T then
+      -- Demand met only by reaching into the bucket's future: the rate is what limits.
+      short = now
     end
   end
 end
@@ -168,4 +183,4 @@ rcall("PEXPIRE", key, ARGV[9])
 
 local rateMilli = -1
 if eff ~= nil then rateMilli = math.floor(eff * 1000 + 0.5) end
-return { granted, waitMs, rateMilli, pause }
+return { granted, waitMs, rateMilli, pause, readyAt }

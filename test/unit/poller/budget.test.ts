@@ -11,7 +11,7 @@ describe("batchSize", () => {
   it("never asks for more than the bucket holds", () => {
     expect(batchSize(1000, { limit: 1000, burst: 3 })).toBe(3);
     // With no fixed limit the bucket holds a second of the adapted rate.
-    expect(batchSize(1000, { limit: 0, burst: 1 })).toBe(50);
+    expect(batchSize(300, { limit: 0, burst: 1 })).toBe((300 * BATCH_MS) / 1000);
   });
 
   it("takes MAX_BATCH when no rate is in force", () => {
@@ -33,12 +33,27 @@ describe("LocalPermits", () => {
     expect(p.take(2100)).toBe(false);
   });
 
-  it("keeps unexpired permits when more arrive, and drops all on demand", () => {
+  it("keeps each batch until its own hold time lapses, and drops all on demand", () => {
     const p = new LocalPermits(100);
     p.add(3, 0);
     p.add(2, 50);
-    expect(p.available(149)).toBe(5);
+    expect(p.available(99)).toBe(5);
+    expect(p.available(100)).toBe(2);
+    expect(p.available(149)).toBe(2);
     p.drop();
     expect(p.available(149)).toBe(0);
+  });
+
+  it("holds reserved permits back until they become usable, and times them from then", () => {
+    const p = new LocalPermits(100);
+    p.add(2, 0, 40);
+    expect(p.available(39)).toBe(0);
+    expect(p.held(39)).toBe(2);
+    expect(p.nextUsableAt(39)).toBe(40);
+    expect(p.take(39)).toBe(false);
+    expect(p.take(40)).toBe(true);
+    expect(p.available(139)).toBe(1);
+    expect(p.available(140)).toBe(0);
+    expect(p.nextUsableAt(140)).toBeNull();
   });
 });
