@@ -164,7 +164,9 @@ async function run(redis: Redis, setting: Setting): Promise<Row> {
         busyGood += s.requests - s.throttled - (last.requests - last.throttled);
       }
       last = { at, requests: s.requests, throttled: s.throttled };
-      if (stats.tracked === 0) {
+      // Done when every job reached its final state and left the pending set (not the
+      // tracked count: intake may not have taken the jobs in at the first sample).
+      if ((await redis.scard(keysFor(prefix).pending)) === 0) {
         finishSeconds = (at - t0) / 1000;
         break;
       }

@@ -125,9 +125,14 @@ export class LocalPermits {
     this.batches = [];
   }
 
+  /** Runs on every request: allocates only when a batch is actually spent or lapsed. */
   private prune(now: number): void {
-    if (this.batches.length === 0) return;
-    this.batches = this.batches.filter((b) => b.count > 0 && b.expiresAt > now);
+    for (const b of this.batches) {
+      if (b.count === 0 || b.expiresAt <= now) {
+        this.batches = this.batches.filter((x) => x.count > 0 && x.expiresAt > now);
+        return;
+      }
+    }
   }
 }
 

@@ -152,8 +152,8 @@ elseif want > 0 then
       short = now
       -- Until a whole batch fits again: asking sooner would be a round trip for a few.
       waitMs = math.max(1, math.ceil(tat + want * T - b * T - reserve - now))
-    elseif tat > now + T then
-      -- Demand met only by reaching into the bucket's future: the rate is what limits.
+    elseif tat - now > b * T then
+      -- Demand met only by reserving beyond the bucket: the rate is what limits.
       short = now
     end
   end
