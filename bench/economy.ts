@@ -242,6 +242,7 @@ function chart(points: Array<{ name: string; warm: Row; cold: Row }>): string {
   };
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    "<title>Requests per job against p95 detection delay, per schedule, warm and cold start</title>",
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${m.l}" y="22" font-size="14">Economy: requests per job vs p95 detection delay (lower left is better)</text>`,
     `<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/>`,

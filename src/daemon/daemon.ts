@@ -14,11 +14,13 @@ import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js"
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
 import { RequestBudget } from "../poller/budget.js";
+import type { DurationStats } from "../poller/duration-stats.js";
 import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
 import { BudgetStore } from "../store/budget.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
+import { DurationStore } from "../store/durations.js";
 import { Store } from "../store/store.js";
 
 function sleepMs(ms: number): Promise<void> {
@@ -29,6 +31,8 @@ export interface Daemon {
   readonly store: Store;
   readonly poller: Poller;
   readonly metrics: Metrics;
+  /** The learned phase durations this replica schedules from. */
+  readonly durations: DurationStats | null;
   readonly logger: Logger;
   /** The bound port of the HTTP server, or null when it is off. */
   readonly httpPort: number | null;
@@ -63,6 +67,8 @@ export function pollerSettings(config: Config): PollerSettings {
     circuitMinCooldownMs: CIRCUIT_MIN_COOLDOWN_MS,
     circuitMaxCooldownMs: CIRCUIT_MAX_COOLDOWN_MS,
     pollBudgetMs: pollBudgetMs(config),
+    schedule: config.schedule,
+    scheduleSyncMs: config.scheduleSyncMs,
   };
 }
 
@@ -139,6 +145,9 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     logger,
     metrics,
     budget,
+    // Learning runs under either schedule (status shows what was learned, and switching to
+    // predictive starts warm); only the predictive schedule lets decide read it.
+    durationStore: new DurationStore(redis, store.keys.durations),
     onAuthRetry: () => {
       if (config.apiKeyFile === null) return;
       const read = readApiKeyFile(config.apiKeyFile);
@@ -261,6 +270,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     store,
     poller,
     metrics,
+    durations: poller.durations,
     logger,
     httpPort: server?.port ?? null,
     readiness,

@@ -35,6 +35,7 @@ export class DurationStats {
   private readonly stopController = new AbortController();
   private loop: Promise<void> | null = null;
   private syncing: Promise<boolean> | null = null;
+  private recordedTotal = 0;
 
   constructor(private readonly deps: DurationStatsDeps) {
     this.clock = deps.clock ?? Date.now;
@@ -46,7 +47,14 @@ export class DurationStats {
   }
 
   record(samples: readonly DurationSample[]): void {
-    if (samples.length > 0) this.pending.add(samples);
+    if (samples.length === 0) return;
+    this.pending.add(samples);
+    this.recordedTotal += samples.length;
+  }
+
+  /** Samples this replica learned since it started (for tests and operators). */
+  get recorded(): number {
+    return this.recordedTotal;
   }
 
   /** Samples waiting for the next sync. */
@@ -54,12 +62,20 @@ export class DurationStats {
     return this.pending.size;
   }
 
-  /** One merge-and-read now; false when Redis failed (the samples wait for the next one). */
-  sync(): Promise<boolean> {
-    this.syncing ??= this.syncOnce().finally(() => {
-      this.syncing = null;
-    });
-    return this.syncing;
+  /**
+   * One merge-and-read of everything recorded so far; false when Redis failed (the samples
+   * wait for the next one). A sync already under way took its batch earlier, so this one waits
+   * for it and then starts its own: calls never overlap, and nothing recorded is skipped.
+   */
+  async sync(): Promise<boolean> {
+    while (this.syncing !== null) await this.syncing;
+    const run = this.syncOnce();
+    this.syncing = run;
+    try {
+      return await run;
+    } finally {
+      if (this.syncing === run) this.syncing = null;
+    }
   }
 
   private async syncOnce(): Promise<boolean> {

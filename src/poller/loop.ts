@@ -7,12 +7,14 @@ import type { ClaimedJob } from "../store/store.js";
 import { BudgetPauseInput } from "./budget-gate.js";
 import { Claimer } from "./claimer.js";
 import { type Decision, decide } from "./decide.js";
+import { DurationStats } from "./duration-stats.js";
 import { Gate } from "./gate.js";
 import { Housekeeping } from "./housekeeping.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { PollerDeps } from "./ports.js";
 import { RedisHealth } from "./redis-health.js";
 import { reportWrite } from "./report.js";
+import type { DurationSample } from "./schedule.js";
 import { Writer } from "./writer.js";
 
 export type { JobsApi, LoopMetrics, PollerDeps, PollerSettings, PollerStore } from "./ports.js";
@@ -36,6 +38,8 @@ export class Poller {
   private readonly writer: Writer;
   private readonly claimer: Claimer;
   private readonly housekeeping: Housekeeping;
+  /** Learned phase durations: fed by written changes, synced with Redis on its own timer. */
+  readonly durations: DurationStats | null;
   /** Fired whenever a poll or a write settles: shutdown waits on it. */
   private readonly idle = new Wakeup();
   private loops: Promise<void>[] = [];
@@ -96,6 +100,19 @@ export class Poller {
       onNewJobs: () => this.claimer.wake(),
       ...(metrics ? { metrics } : {}),
     });
+    const durationStore = deps.durationStore;
+    this.durations =
+      durationStore === undefined
+        ? null
+        : new DurationStats({
+            store: {
+              mergeAndRead: (batch, now) =>
+                this.health.run("durations", () => durationStore.mergeAndRead(batch, now)),
+            },
+            syncIntervalMs: s.scheduleSyncMs ?? 5000,
+            logger,
+            clock,
+          });
     // Jobs claimed but not started go back the moment polling pauses.
     this.gate.onClose(() => void this.claimer.handBackQueued());
   }
@@ -109,6 +126,8 @@ export class Poller {
       this.guard("claim", () => this.claimer.run()),
       this.guard("intake", () => this.housekeeping.intakeLoop()),
     ];
+    // Its first sync reads what was learned before, so a restart schedules from it at once.
+    this.durations?.start();
   }
 
   /** True while the API key is accepted; false during an auth pause. */
@@ -169,6 +188,12 @@ export class Poller {
     ]);
     grace.abort();
     while (this.writer.pending > 0) await this.idle.wait(20);
+    // After the writes, so the changes of the last polls are learned too; one attempt, bounded.
+    if (this.durations !== null) {
+      const flush = new AbortController();
+      await Promise.race([this.durations.stop(), sleep(phases.loopGraceMs, flush.signal)]);
+      flush.abort();
+    }
     this.lifecycle.setStopped();
   }
 
@@ -181,6 +206,9 @@ export class Poller {
       throw err;
     }
   }
+
+  private readonly learn = (samples: readonly DurationSample[]): void =>
+    this.durations?.record(samples);
 
   /**
    * Polls one job and decides. The HTTP slot is released as soon as the decision is made; the
@@ -223,14 +251,19 @@ export class Poller {
     }
 
     let decision: Decision;
+    const now = this.clock();
     try {
       decision = decide({
         jobId: job.id,
         state: job.state,
         outcome,
-        now: this.clock(),
+        now,
         random: this.random(),
         settings: this.deps.settings,
+        durations:
+          this.deps.settings.schedule === "predictive"
+            ? (this.durations?.snapshot() ?? null)
+            : null,
       });
     } catch (err) {
       // A bug or an unreadable stored value: never crash the daemon over one job.
@@ -252,7 +285,7 @@ export class Poller {
       },
       (code) => {
         try {
-          reportWrite(this.log, this.deps.metrics, job, outcome, decision, code);
+          reportWrite(this.log, this.deps.metrics, job, outcome, decision, code, now, this.learn);
         } finally {
           // Whatever reporting did, the slot and the claim loop must move on.
           this.idle.fire();

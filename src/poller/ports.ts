@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { PollOutcome } from "../api/outcome.js";
 import type { ApplyCode, ClaimResult, DecisionWrite, IntakeResult } from "../store/store.js";
 import type { DecideSettings } from "./decide.js";
+import type { DurationSync } from "./duration-stats.js";
 
 /**
  * The two edges the poller talks to. Its parts depend on these interfaces, never on the concrete
@@ -49,6 +50,10 @@ export interface PollerSettings extends DecideSettings {
    * less lease left is handed back.
    */
   pollBudgetMs: number;
+  /** predictive: decide gets the learned durations; backoff (or absent): it never sees them. */
+  schedule?: "predictive" | "backoff";
+  /** How often learned durations are merged into Redis and read back (default 5000). */
+  scheduleSyncMs?: number;
 }
 
 /** The subset of `Metrics` the loop reports to; every field optional so tests can omit it. */
@@ -59,6 +64,8 @@ export interface LoopMetrics {
   redisErrors?: { inc(labels: { op: string }): void };
   authOk?: { set(value: number): void };
   circuitOpen?: { set(value: number): void };
+  detectionDelay?: { observe(labels: { type: string }, value: number): void };
+  scheduled?: { inc(labels: { schedule: string }, value?: number): void };
 }
 
 export interface PollerDeps {
@@ -73,6 +80,8 @@ export interface PollerDeps {
   onAuthRetry?: () => void;
   /** The request budget shared by every replica, as the Gate and the Claimer see it. */
   budget?: BudgetView;
+  /** Where learned phase durations are shared; without it nothing is learned (all backoff). */
+  durationStore?: DurationSync;
 }
 
 /** What the loop sees of the request budget (`RequestBudget`, src/poller/budget.ts). */

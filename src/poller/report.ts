@@ -4,6 +4,7 @@ import { isAlert, kindOfType } from "../events/cloudevents.js";
 import { ApplyCode, type ClaimedJob, describeApplyCode } from "../store/store.js";
 import type { Decision } from "./decide.js";
 import type { LoopMetrics } from "./ports.js";
+import type { DurationSample } from "./schedule.js";
 
 /**
  * What one poll came to once its decision was written (or dropped, or given up on): the poll
@@ -17,6 +18,9 @@ export function reportWrite(
   outcome: Exclude<PollOutcome, { kind: "auth" }>,
   decision: Decision,
   code: ApplyCode | null,
+  /** When the decision was made: the observation time of the detection delay. */
+  decidedAt: number,
+  learn?: (samples: readonly DurationSample[]) => void,
 ): void {
   if (code === null) {
     metrics?.polls?.inc({ outcome: "not_written" });
@@ -28,6 +32,19 @@ export function reportWrite(
     return;
   }
   metrics?.polls?.inc({ outcome: decision.verdict === "stale" ? "stale" : outcome.kind });
+  if (decision.scheduledBy !== null) metrics?.scheduled?.inc({ schedule: decision.scheduledBy });
+  // Learned and measured only once written: a dropped decision's change is seen again by
+  // whoever writes it, so each change counts once.
+  if (decision.samples.length > 0) learn?.(decision.samples);
+  if (outcome.kind === "ok" && job.state.status !== null && decision.verdict !== "stale") {
+    const body = outcome.job;
+    if (body.status !== job.state.status) {
+      metrics?.detectionDelay?.observe(
+        { type: body.type },
+        (decidedAt - Date.parse(body.updatedAt)) / 1000,
+      );
+    }
+  }
   for (const event of decision.events) {
     const kind = kindOfType(event.type);
     metrics?.events?.inc({ type: kind ?? "unknown" });

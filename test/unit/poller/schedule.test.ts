@@ -244,7 +244,7 @@ describe("predictive schedule: where it polls", () => {
     expect(near?.intervalMs).toBeGreaterThanOrEqual(bounds.minIntervalMs);
   });
 
-  it("reaches the worth W = sqrt(min * max) with the interval it picks", () => {
+  it("reaches the worth W with the interval it picks, and no shorter one does", () => {
     fc.assert(
       fc.property(historyArb, fc.integer({ min: 0, max: 1e7 }), (h, age) => {
         const d = new PhaseDistribution(h);
