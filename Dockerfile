@@ -9,7 +9,7 @@ WORKDIR /app
 # script is needed to compile (package.json's allowScripts already refuses the dev ones).
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json tsconfig.types.json ./
 COPY scripts ./scripts
 COPY src ./src
 RUN npm run build

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Operations checks: alert rules (promtool check + unit tests), the Prometheus config for compose,
+# the AsyncAPI document of the streams (valid AsyncAPI 3.0, payload schemas resolved),
 # the compose file (docker compose / docker-compose config), the Dockerfile (dockerfile-utils
 # lint plus the properties docs/operations.md promises), and the Grafana dashboard (valid JSON,
 # sane panel ids and layout). Every idunox_poller_* name used by the rules and the dashboard
@@ -187,5 +188,9 @@ console.log(
   `dashboard: ${ids.size} panels, ${queries} queries; ${alertNames.length} alerts; ${own.length} metrics documented`,
 );
 EOF
+
+step "AsyncAPI document (docs/asyncapi.yaml, @asyncapi/parser)"
+# The parser is a devDependency (npm ci installed it); the script resolves the schemas/ refs.
+node scripts/check-asyncapi.mjs
 
 step "operations checks passed"

@@ -3,6 +3,8 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
+import { trackIds } from "../src/client/track.js";
+import { keysFor } from "../src/store/keys.js";
 import {
   ROOT,
   type Subject,
@@ -88,6 +90,10 @@ export interface ScaleRow {
   pickupP50Ms: number;
   pickupP99Ms: number;
   pickupMaxMs: number;
+  /** The same through the library's track(): the intake hint, no diff of the pending set. */
+  trackPickupP50Ms: number;
+  trackPickupP99Ms: number;
+  trackPickupMaxMs: number;
   /** While nothing is due: what intake and claim polling cost at this size. */
   idleRedisCores: number;
   idleDaemonCores: number;
@@ -406,8 +412,8 @@ export async function scale(ctx: Context, n: number): Promise<ScaleRow> {
     const pollerBytes = Object.values(pollerKeysBytes).reduce((a, b) => a + b, 0);
     const pendingBytes = await memoryUsage(ctx.redis, keys.pending);
 
-    // Pickup: SADD time until the daemon observed the job's first response (the `time` of
-    // its first event, which the daemon sets when it decides on that response).
+    // Pickup: time from the add (SADD, or track()) until the daemon observed the job's first
+    // response (the `time` of its first event, which the daemon sets when it decides on it).
     const added = new Map<string, number>();
     const pickups: number[] = [];
     const follower = followStream(
@@ -423,19 +429,28 @@ export async function scale(ctx: Context, n: number): Promise<ScaleRow> {
     );
     const idle0 = await Promise.all([daemon.sample(), snapshotRedis(ctx.redis)]);
     const probes = ctx.plan.pickupProbes;
-    for (let i = 0; i < probes; i++) {
-      const id = randomUUID();
-      added.set(id, Date.now());
-      await ctx.redis.sadd(keys.pending, id);
-      // Spread over a few intake periods, so the figure is not one lucky or unlucky batch.
-      await sleep(20 + Math.floor(Math.random() * 40));
-    }
-    await waitUntil(
-      "every probe job was picked up",
-      async () => (pickups.length >= probes ? true : undefined),
-      60_000,
-      50,
-    );
+    /** Adds `probes` fresh ids one by one with `add`, spread out; waits for every pickup. */
+    const probe = async (add: (id: string) => Promise<unknown>): Promise<number[]> => {
+      pickups.length = 0;
+      for (let i = 0; i < probes; i++) {
+        const id = randomUUID();
+        added.set(id, Date.now());
+        await add(id);
+        // Spread over a few intake periods, so the figure is not one lucky or unlucky batch.
+        await sleep(20 + Math.floor(Math.random() * 40));
+      }
+      await waitUntil(
+        "every probe job was picked up",
+        async () => (pickups.length >= probes ? true : undefined),
+        60_000,
+        50,
+      );
+      return [...pickups];
+    };
+    // A plain SADD: found by the diff of the pending set, whose cost grows with it.
+    const plain = await probe((id) => ctx.redis.sadd(keys.pending, id));
+    // The library's track(): the intake hint is read before any diff.
+    const tracked = await probe((id) => trackIds(ctx.redis, keysFor(prefix), [id]));
     const idle1 = await Promise.all([daemon.sample(), snapshotRedis(ctx.redis)]);
     await follower.stop();
     const idleSeconds = (idle1[0].at - idle0[0].at) / 1000;
@@ -450,9 +465,12 @@ export async function scale(ctx: Context, n: number): Promise<ScaleRow> {
       pollerKeysBytes,
       pendingBytesPerJob: round(pendingBytes / n),
       pickupProbes: probes,
-      pickupP50Ms: percentile(pickups, 50),
-      pickupP99Ms: percentile(pickups, 99),
-      pickupMaxMs: Math.max(...pickups),
+      pickupP50Ms: percentile(plain, 50),
+      pickupP99Ms: percentile(plain, 99),
+      pickupMaxMs: Math.max(...plain),
+      trackPickupP50Ms: percentile(tracked, 50),
+      trackPickupP99Ms: percentile(tracked, 99),
+      trackPickupMaxMs: Math.max(...tracked),
       idleRedisCores: round(redisDelta(idle0[1], idle1[1]).cpuUs / (idleSeconds * 1e6), 3),
       idleDaemonCores: round((idle1[0].cpuUs - idle0[0].cpuUs) / (idleSeconds * 1e6), 3),
     };

@@ -159,10 +159,5 @@ export function describeIssues(error: z.ZodError, max = 5): string {
   return parts.join("; ");
 }
 
-/** A pending-set member names a job when it has the UUID shape, in any case. */
-export const JOB_ID_PATTERN =
-  /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-
-export function isJobId(member: string): boolean {
-  return member.length === 36 && JOB_ID_PATTERN.test(member);
-}
+// The job-id rule lives with the pending-set rules, free of zod, for the client library.
+export { isJobId, JOB_ID_PATTERN } from "../poller/members.js";

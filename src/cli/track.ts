@@ -1,13 +1,14 @@
 import { createInterface } from "node:readline";
-import { isJobId } from "../api/schema.js";
+import { trackIds } from "../client/track.js";
 import { EXIT, parseCommandArgs } from "./common.js";
 import { openStore, REDIS_HELP, REDIS_OPTIONS } from "./redis-args.js";
 
 const HELP = `Usage: idunox-poller track [options] <jobId...>
        producer | idunox-poller track [options] -
 
-Adds job ids to the pending set (SADD <prefix>pending). With no ids, or "-", reads ids from
-stdin, one per line. Ids that are not UUIDs are refused here and not added.
+Adds job ids to the pending set (SADD <prefix>pending) with the intake hint, the same way as
+the library's track(). With no ids, or "-", reads ids from stdin, one per line. Ids that are
+not UUIDs are refused here and not added.
 
 Options:
 ${REDIS_HELP}
@@ -32,23 +33,20 @@ export async function runTrackCommand(argv: string[]): Promise<number> {
     positionals.length === 0 || (positionals.length === 1 && positionals[0] === "-")
       ? await readStdin()
       : positionals;
-  const valid = ids.filter(isJobId);
-  const refused = ids.length - valid.length;
-  if (refused > 0) {
-    process.stderr.write(
-      `idunox-poller track: ${refused} value(s) are not job ids (UUIDs) and were not added\n`,
-    );
-  }
-  if (valid.length === 0) return refused > 0 ? EXIT.failure : EXIT.ok;
   const { redis, store } = openStore(values);
   try {
-    let added = 0;
-    for (let i = 0; i < valid.length; i += 1000) {
-      added += await redis.sadd(store.keys.pending, ...valid.slice(i, i + 1000));
+    const result = await trackIds(redis, store.keys, ids);
+    const refused = result.rejected.length;
+    if (refused > 0) {
+      process.stderr.write(
+        `idunox-poller track: ${refused} value(s) are not job ids (UUIDs) and were not added\n`,
+      );
     }
-    process.stdout.write(
-      `added ${added} new job id(s) to ${store.keys.pending} (${valid.length - added} already pending)\n`,
-    );
+    if (result.added + result.alreadyTracked > 0) {
+      process.stdout.write(
+        `added ${result.added} new job id(s) to ${store.keys.pending} (${result.alreadyTracked} already pending)\n`,
+      );
+    }
     return refused > 0 ? EXIT.failure : EXIT.ok;
   } finally {
     redis.disconnect();

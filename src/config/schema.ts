@@ -295,7 +295,9 @@ export const SETTINGS = {
   httpHost: setting("POLLER_HTTP_HOST", "0.0.0.0", hostName),
   shutdownTimeoutMs: setting("POLLER_SHUTDOWN_TIMEOUT_MS", "10000", integer(100, 600_000)),
   leaseMs: setting("POLLER_LEASE_MS", "30000", integer(1000, DAY_MS)),
-  intakeIntervalMs: setting("POLLER_INTAKE_INTERVAL_MS", "250", integer(10, 60_000)),
+  // An id added by track() waits at most one interval for intake (then it is claimed at once),
+  // and an intake call with nothing new is O(1): 100 ms keeps pickup p99 under 200 ms.
+  intakeIntervalMs: setting("POLLER_INTAKE_INTERVAL_MS", "100", integer(10, 60_000)),
   // At most 1000: the claim script unpacks the batch into one Redis call.
   claimBatch: setting("POLLER_CLAIM_BATCH", "256", integer(1, 1000)),
   idleWakeMs: setting("POLLER_IDLE_WAKE_MS", "500", integer(10, 60_000)),

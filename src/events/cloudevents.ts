@@ -1,8 +1,13 @@
 import { createHash } from "node:crypto";
 import type { CloudEvent, EventDataByKind, EventKind } from "./types.js";
-import { ALERT_KINDS, EVENT_KINDS } from "./types.js";
+import { ALERT_KINDS, DATA_SCHEMA_VERSIONS, EVENT_KINDS } from "./types.js";
 
 export const TYPE_PREFIX = "idunox.job.";
+
+/** The CloudEvents `dataschema` of a kind: the `$id` of its JSON Schema under `schemas/`. */
+export function dataSchemaUri(kind: EventKind): string {
+  return `urn:idunox:job-poller:schema:${kind}:${DATA_SCHEMA_VERSIONS[kind]}`;
+}
 
 export function eventType<K extends EventKind>(kind: K): `idunox.job.${K}` {
   return `${TYPE_PREFIX}${kind}`;
@@ -78,6 +83,7 @@ export function buildEvent<K extends EventKind>(input: EventInput<K>): CloudEven
     time: new Date(input.timeMs).toISOString(),
     datacontenttype: "application/json",
     sequence: padSequence(input.sequence),
+    dataschema: dataSchemaUri(input.kind),
     data: input.data,
   };
 }

@@ -20,6 +20,19 @@ export const ALERT_KINDS: ReadonlySet<EventKind> = new Set<EventKind>([
   "rejected",
 ]);
 
+/**
+ * The version of each kind's `data` schema. A change that can break a consumer (a field removed,
+ * renamed or retyped) bumps it, and with it the `dataschema` URI and the shipped schema's `$id`.
+ */
+export const DATA_SCHEMA_VERSIONS: Readonly<Record<EventKind, number>> = {
+  status_changed: 1,
+  sla_breached: 1,
+  dead_lettered: 1,
+  poll_failed: 1,
+  not_found: 1,
+  rejected: 1,
+};
+
 export interface StatusChangedData {
   jobId: string;
   previousStatus: JobStatus | null;
@@ -80,6 +93,8 @@ export interface CloudEvent<K extends EventKind = EventKind> {
   datacontenttype: "application/json";
   /** Per subject, from 1, zero-padded to 10 digits so it sorts as text. */
   sequence: string;
+  /** `urn:idunox:job-poller:schema:<kind>:<version>`, the `$id` of the JSON Schema of `data`. */
+  dataschema: string;
   data: EventDataByKind[K];
 }
 

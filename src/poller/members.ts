@@ -1,3 +1,17 @@
+/**
+ * What the daemon accepts as a job id in the pending set. The intake script applies the same
+ * rule in Lua (the intake script); the library's `track()` and the CLI use these, so a producer is
+ * told at once what the daemon would reject. No dependencies: the client library imports this.
+ */
+
+/** A pending-set member names a job when it has the UUID shape, in any case. */
+export const JOB_ID_PATTERN =
+  /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export function isJobId(member: string): boolean {
+  return member.length === 36 && JOB_ID_PATTERN.test(member);
+}
+
 /** Why a pending-set member is not a job id, in a few fixed words (never the member itself). */
 export function rejectionReason(member: string): string {
   if (member.length === 0) return "empty";
@@ -8,4 +22,9 @@ export function rejectionReason(member: string): string {
     if (c < 0x20 || c === 0x7f) return "contains control characters";
   }
   return "not a UUID";
+}
+
+/** One member judged: the reason is set exactly when the daemon would reject it. */
+export function judgeMember(member: string): { ok: true } | { ok: false; reason: string } {
+  return isJobId(member) ? { ok: true } : { ok: false, reason: rejectionReason(member) };
 }

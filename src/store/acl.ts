@@ -10,11 +10,13 @@ import { loadScriptSources } from "./scripts.js";
  *   daemon later need no ACL change. Its commands are the ones it sends itself plus every
  *   command its Lua scripts call, read from `lua/` (Redis checks each call inside a script
  *   against the user running it).
- * - `producer`: adds job ids, and nothing else. It may write the pending set and nothing
- *   under the prefix besides, so it can neither read the events nor touch the daemon's state.
+ * - `producer`: adds job ids (the client library's `track()`: SADD to the pending set, RPUSH
+ *   to the intake hint list), and nothing else: it can neither read the events nor touch the
+ *   daemon's state. `waitFor()` reads, so it runs under the consumer's rights.
  * - `consumer`: reads the streams with consumer groups, acks and claims, and reads (never
  *   writes) the rest of the prefix for `status`. Its only writable keys are the two streams,
- *   and it has no command that adds or deletes entries in them, only group bookkeeping.
+ *   and it has no command that adds or deletes entries in them, only group bookkeeping. A
+ *   selector lets it XADD to the dead-letter streams of `subscribe()`, and only there.
  *
  * Patterns are the prefix with glob characters escaped, so a Cluster prefix such as
  * `{idunox}:jobs:` yields `~{idunox}:jobs:*`: the hash tag is part of the pattern.
@@ -49,7 +51,7 @@ const POLLER_DIRECT = [
   "xinfo|groups",
 ];
 
-const PRODUCER = ["sadd"];
+const PRODUCER = ["sadd", "rpush"];
 
 const CONSUMER = [
   "xread",
@@ -66,6 +68,9 @@ const CONSUMER = [
   "xinfo|groups",
   "xinfo|stream",
   "xinfo|consumers",
+  // subscribe() parks an entry and acks it in one MULTI; waitFor() reads in one.
+  "multi",
+  "exec",
   // `status`: what the store reads for its statistics and for one job.
   "zcard",
   "zcount",
@@ -98,6 +103,8 @@ export interface AclUserRules {
   /** Key patterns, `~` (read and write) and `%R~` (read only). */
   keys: string[];
   commands: string[];
+  /** ACL selectors (Redis 7), `(<keys> <commands>)`: a command passes if any of them allows it. */
+  selectors: string[];
 }
 
 export function aclRules(prefix: string): AclUserRules[] {
@@ -108,16 +115,20 @@ export function aclRules(prefix: string): AclUserRules[] {
       user: "poller",
       keys: [`~${p}*`],
       commands: sorted([...CONNECTION, ...POLLER_DIRECT, ...scriptCommands()]),
+      selectors: [],
     },
     {
       user: "producer",
-      keys: [`~${p}pending`],
+      keys: [`~${p}pending`, `~${p}intake:hints`],
       commands: sorted([...CONNECTION, ...PRODUCER]),
+      selectors: [],
     },
     {
       user: "consumer",
       keys: [`%R~${p}*`, `~${p}events`, `~${p}alerts`],
       commands: sorted([...CONNECTION, ...CONSUMER]),
+      // The default dead-letter streams of subscribe(), `<prefix><stream>:dead-letter`.
+      selectors: [`(~${p}events:dead-letter ~${p}alerts:dead-letter +xadd)`],
     },
   ];
 }
@@ -144,7 +155,9 @@ export function renderAclFile(prefix: string, options: AclFileOptions = {}): str
       password === undefined ? "off" : `on #${createHash("sha256").update(password).digest("hex")}`;
     // `reset` first: no password, no keys, no channels, no commands; then only what is listed.
     const commands = rules.commands.map((c) => `+${c}`);
-    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands].join(" ");
+    return [lead, rules.user, "reset", auth, ...rules.keys, ...commands, ...rules.selectors].join(
+      " ",
+    );
   });
   return `${lines.join("\n")}\n`;
 }

@@ -24,6 +24,16 @@ export interface Keys {
   aliases: string;
   /** New members found by the last reconciliation, handed out in batches. */
   intake: string;
+  /**
+   * List of ids that `track()` added to `pending`: the intake hint. Intake pops it before any
+   * diff, so a tracked id is scheduled in O(1); the diff stays the reconciliation.
+   */
+  hints: string;
+  /**
+   * Job id -> entry id in `events` of its last status event (status_changed, not_found), with
+   * an `f` in front once the job is done with: how `waitFor` answers for a finished job.
+   */
+  finals: string;
   /** Rejected member -> last event sequence. */
   rejectSeq: string;
   /** Replica id -> heartbeat JSON (auth state, leases), for `status` and operators. */
@@ -46,6 +56,8 @@ export function keysFor(prefix: string): Keys {
     expiry: `${prefix}expiry`,
     aliases: `${prefix}aliases`,
     intake: `${prefix}intake`,
+    hints: `${prefix}intake:hints`,
+    finals: `${prefix}finals`,
     rejectSeq: `${prefix}rejected:seq`,
     replicas: `${prefix}replicas`,
     budget: `${prefix}budget`,

@@ -123,6 +123,7 @@ export class Store {
       k.intake,
       k.rejectSeq,
       k.expiry,
+      k.hints,
       limit,
       reconcile ? "1" : "0",
       mayDiff ? "1" : "0",
@@ -182,6 +183,7 @@ export class Store {
       k.expiry,
       k.events,
       k.alerts,
+      k.finals,
       this.options.streamMaxLen,
       now + this.options.stateTtlMs,
       writes.length,
@@ -262,6 +264,7 @@ export class Store {
       this.keys.expiry,
       this.keys.state,
       this.keys.schedule,
+      this.keys.finals,
       now,
       limit,
     )) as number;

@@ -1,6 +1,7 @@
 import type { Redis } from "ioredis";
 import { entryFields } from "../../src/events/cloudevents.js";
 import type { AnyCloudEvent } from "../../src/events/types.js";
+import { assertEventMatchesSchema } from "./schemas.js";
 
 export interface StreamEvent {
   streamId: string;
@@ -8,11 +9,21 @@ export interface StreamEvent {
   event: AnyCloudEvent;
 }
 
+/**
+ * Parses one entry's event and holds it to its published JSON Schema: every event the
+ * integration tests read from a stream is checked this way (CONTRACT §4, `dataschema`).
+ */
+function parseEvent(fields: Record<string, string>): AnyCloudEvent {
+  const event = JSON.parse(fields["data"] ?? "null") as AnyCloudEvent;
+  assertEventMatchesSchema(event);
+  return event;
+}
+
 export async function readAll(redis: Redis, stream: string): Promise<StreamEvent[]> {
   const entries = await redis.xrange(stream, "-", "+");
   return entries.map(([streamId, flat]) => {
     const fields = entryFields(flat);
-    return { streamId, fields, event: JSON.parse(fields["data"] ?? "null") as AnyCloudEvent };
+    return { streamId, fields, event: parseEvent(fields) };
   });
 }
 
@@ -54,11 +65,7 @@ export async function readUntil(
         for (const [streamId, flat] of entries) {
           last = streamId;
           const fields = entryFields(flat);
-          events.push({
-            streamId,
-            fields,
-            event: JSON.parse(fields["data"] ?? "null") as AnyCloudEvent,
-          });
+          events.push({ streamId, fields, event: parseEvent(fields) });
         }
       }
     }

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "../../src/client/index.js";
 import { loadConfig } from "../../src/config/index.js";
 import { type Daemon, startDaemon } from "../../src/daemon/daemon.js";
 import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
@@ -180,6 +181,49 @@ describe("each component under its own ACL user", () => {
       expect(await follow.exited).toBe(0);
     } finally {
       if (follow.child.exitCode === null) follow.child.kill("SIGKILL");
+    }
+  });
+});
+
+describe("the client library under the ACL users", () => {
+  it("track() as the producer, waitFor() and subscribe() with parking as the consumer", async () => {
+    const job = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }], slaDeadlineInMs: null });
+    const { daemon, logs } = await daemonAs(urlFor("poller"));
+    const producer = createClient({ redis: urlFor("producer"), prefix });
+    const reader = createClient({ redis: urlFor("consumer"), prefix });
+    try {
+      const waiting = reader.waitFor(job, { timeoutMs: 20_000 });
+      expect(await producer.track([job, "not-a-uuid"])).toMatchObject({ added: 1 });
+      const final = await waiting;
+      expect(final).toMatchObject({ type: "idunox.job.status_changed", subject: job });
+      // After the fact, from the record, still with read-only rights.
+      expect(await reader.waitFor(job, { timeoutMs: 1000 })).toEqual(final);
+
+      const handled: string[] = [];
+      const sub = reader.subscribe({
+        group: "acl-sub",
+        consumer: "c1",
+        startId: "0",
+        minIdleMs: 100,
+        maxDeliveries: 1,
+        handler: (event) => {
+          if (event.subject === job) throw new Error("refused on purpose");
+          handled.push(event.id);
+        },
+      });
+      await sub.ready;
+      const dead = `${prefix}events:dead-letter`;
+      await waitFor(async () => (await admin.xlen(dead)) >= 1 || undefined, {
+        what: "the failed event parked under the consumer user",
+      });
+      await sub.close();
+      const [pendingAcks] = (await admin.xpending(keys.events, "acl-sub")) as [number];
+      expect(pendingAcks).toBe(0);
+      expect(logs.filter((l) => /NOPERM|permission/i.test(JSON.stringify(l)))).toEqual([]);
+    } finally {
+      await producer.close();
+      await reader.close();
+      await daemon.stop();
     }
   });
 });

@@ -116,6 +116,8 @@ describe("operator commands", () => {
     expect((await redis.smembers(`${prefix}pending`)).sort()).toEqual(
       [a, b.toUpperCase(), c, d].sort(),
     );
+    // The same code as the library's track(): each new id leaves its intake hint, once.
+    expect(await redis.lrange(`${prefix}intake:hints`, 0, -1)).toEqual([a, b.toUpperCase(), c, d]);
   });
 
   it("track refuses values that are not job ids with exit 1, still adding the valid ones", async () => {

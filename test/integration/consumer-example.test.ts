@@ -13,13 +13,22 @@ import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix, waitFor } from ".
 const EXAMPLE = fileURLToPath(new URL("../../examples/consumer.mjs", import.meta.url));
 const GROUP = "billing";
 
-/** Runs examples/consumer.mjs as its own process, the way an operator would. */
+/**
+ * Runs examples/consumer.mjs as its own process, the way an operator would. It imports the
+ * package by name; the `idunox-source` condition resolves that to the TypeScript sources (run
+ * through tsx), so no build is needed. test/integration/package.test.ts runs it from the
+ * packed tarball.
+ */
 function startConsumer(env: Record<string, string>, args: string[] = []) {
-  const child = spawn(process.execPath, [EXAMPLE, ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, REDIS_URL: TEST_REDIS_URL, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--conditions=idunox-source", "--import", "tsx", EXAMPLE, ...args],
+    {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, REDIS_URL: TEST_REDIS_URL, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const lines: string[] = [];
   let partial = "";
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {

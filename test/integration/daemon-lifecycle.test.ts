@@ -14,6 +14,7 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})
 const ATTRIBUTES = [
   "data",
   "datacontenttype",
+  "dataschema",
   "id",
   "sequence",
   "source",
@@ -90,6 +91,7 @@ describe("lifecycles", () => {
         type: "idunox.job.status_changed",
         subject: jobId,
         datacontenttype: "application/json",
+        dataschema: "urn:idunox:job-poller:schema:status_changed:1",
       });
       expect(event.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
       expect(event.time).toMatch(RFC3339);

@@ -65,7 +65,7 @@ describe("defaults", () => {
       httpHost: "0.0.0.0",
       shutdownTimeoutMs: 10000,
       leaseMs: 30000,
-      intakeIntervalMs: 250,
+      intakeIntervalMs: 100,
       claimBatch: 256,
       idleWakeMs: 500,
       rateLimit: 0,

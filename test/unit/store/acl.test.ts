@@ -42,14 +42,18 @@ describe("the ACL users", () => {
     ];
     expect(rulesOf("p:", "producer").commands.filter((c) => writes.includes(c))).toEqual([]);
     expect(rulesOf("p:", "consumer").commands.filter((c) => writes.includes(c))).toEqual([]);
-    expect(rulesOf("p:", "producer").keys).toEqual(["~p:pending"]);
+    // track() writes the pending set and the intake hint, nothing else.
+    expect(rulesOf("p:", "producer").keys).toEqual(["~p:pending", "~p:intake:hints"]);
     expect(rulesOf("p:", "consumer").keys).toEqual(["%R~p:*", "~p:events", "~p:alerts"]);
   });
 
   it("carries a Cluster prefix's hash tag in the patterns and escapes glob characters", () => {
     expect(rulesOf("{idunox}:jobs:", "poller").keys).toEqual(["~{idunox}:jobs:*"]);
     expect(globEscape("a*b?c[d]e\\f")).toBe("a\\*b\\?c\\[d\\]e\\\\f");
-    expect(rulesOf("x[1]:", "producer").keys).toEqual(["~x\\[1\\]:pending"]);
+    expect(rulesOf("x[1]:", "producer").keys).toEqual([
+      "~x\\[1\\]:pending",
+      "~x\\[1\\]:intake:hints",
+    ]);
   });
 
   it("writes a password only as its SHA-256 digest, and a user without one as off", () => {

@@ -13,6 +13,8 @@
   KEYS[2] state     hash      KEYS[6] expiry   zset, job id -> when its state may be dropped
   KEYS[3] pending   set       KEYS[7] events   stream
   KEYS[4] tracked   set       KEYS[8] alerts   stream
+  KEYS[9] finals    hash, job id -> entry id in events of its last status_changed/not_found
+                    event, prefixed "f" once the job is done with (read by waitFor)
 
   ARGV[1] stream MAXLEN (approximate)
   ARGV[2] expireAt (ms) for the state of a job that is done with
@@ -23,8 +25,8 @@
   Returns one code per decision: 1 written, 2 lease lost, 3 version conflict
 ]]
 local rcall = redis.call
-local schedule, state, pending, tracked, aliases, expiry, events, alerts =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local schedule, state, pending, tracked, aliases, expiry, events, alerts, finals =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 -- Redis does not undo a script's earlier writes when a later command fails, so a key of the
 -- wrong type (a prefix collision, an operator's mistake) must stop the script before any
 -- write; otherwise the version would move on without its events.
@@ -42,6 +44,7 @@ expect(aliases, "hash")
 expect(expiry, "zset")
 expect(events, "stream")
 expect(alerts, "stream")
+expect(finals, "hash")
 
 local maxlen = ARGV[1]
 local expireAt = ARGV[2]
@@ -68,10 +71,15 @@ for d = 1, n do
       codes[d] = 3
     else
       rcall("HSET", state, id, newState)
+      local statusEntry = nil
       for e = first, first + (eventCount - 1) * 6, 6 do
         local fields = { "MAXLEN", "~", maxlen, "*", "data", ARGV[e + 1], "id", ARGV[e + 2],
           "type", ARGV[e + 3], "subject", ARGV[e + 4], "time", ARGV[e + 5] }
-        rcall("XADD", events, unpack(fields))
+        local entry = rcall("XADD", events, unpack(fields))
+        local t = ARGV[e + 3]
+        if t == "idunox.job.status_changed" or t == "idunox.job.not_found" then
+          statusEntry = entry
+        end
         if ARGV[e] == "1" then
           rcall("XADD", alerts, unpack(fields))
         end
@@ -90,7 +98,21 @@ for d = 1, n do
           rcall("HDEL", aliases, id)
         end
         rcall("ZADD", expiry, expireAt, id)
+        -- Marked done, kept as long as the state: waitFor answers at once for a job finished
+        -- before it was called. A job can end without a status event of its own (a failed job
+        -- whose last attempt ran out between two polls, one already final when tracked again);
+        -- its last recorded status event is then the final one.
+        local last = statusEntry or rcall("HGET", finals, id)
+        if last then
+          if string.sub(last, 1, 1) == "f" then
+            last = string.sub(last, 2)
+          end
+          rcall("HSET", finals, id, "f" .. last)
+        end
       else
+        if statusEntry then
+          rcall("HSET", finals, id, statusEntry)
+        end
         rcall("ZADD", schedule, "XX", nextDue, id)
       end
       codes[d] = 1

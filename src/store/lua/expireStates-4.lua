@@ -6,6 +6,7 @@
   KEYS[1] expiry    zset, job id -> when its state may be dropped
   KEYS[2] state     hash
   KEYS[3] schedule  zset
+  KEYS[4] finals    hash, job id -> entry id of its final event
 
   ARGV[1] now (ms)
   ARGV[2] limit
@@ -19,6 +20,7 @@ for _, id in ipairs(ids) do
   rcall("ZREM", KEYS[1], id)
   if not rcall("ZSCORE", KEYS[3], id) then
     rcall("HDEL", KEYS[2], id)
+    rcall("HDEL", KEYS[4], id)
     dropped = dropped + 1
   end
 end
