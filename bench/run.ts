@@ -8,6 +8,7 @@ import { type SelfTime, topSelfTime, writeFoldedStacks } from "./lib/profile.js"
 import { round } from "./lib/stats.js";
 import {
   API_KEY,
+  BASELINE_ENTRY,
   type Context,
   type EventLatencyRow,
   eventLatency,
@@ -33,6 +34,9 @@ import {
  *                         clients of the shared Redis do not show up in its CPU and commandstats
  *   BENCH_WINDOW_MS=10000 length of the saturated windows (A/B comparisons of small changes
  *                         need longer windows than the quick run's 4 s to rise above the noise)
+ *   BENCH_SATURATED_JOBS=100000  tracked jobs of the saturated runs (default 20,000; full runs)
+ *   BENCH_BASELINE=/tmp/old/dist/cli/main.js  also run another build of the daemon as subject
+ *                         "baseline", right before "daemon" at each concurrency (A/B in one run)
  *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
  *                         runs, to measure a runtime tuning side by side with the defaults
  */
@@ -63,7 +67,7 @@ const plan: Plan = quick
       quick,
       warmupMs: 5000,
       windowMs: windowOverride ?? 15_000,
-      saturatedJobs: 20_000,
+      saturatedJobs: Number(env["BENCH_SATURATED_JOBS"] ?? 20_000),
       concurrencies: concurrencyOverride ?? [8, 32, 128],
       scaleSizes: env["BENCH_SCALE"] === "1m" ? [100_000, 1_000_000] : [100_000],
       pickupProbes: 200,
@@ -267,12 +271,14 @@ async function main(): Promise<void> {
   try {
     const run = async (kind: SubjectKind, c: number) => {
       log(`saturated: ${kind} at concurrency ${c} ...`);
-      const row = await saturated(ctx, kind, c, kind === "daemon" ? daemonFlags : []);
+      const isDaemon = kind === "daemon" || kind === "baseline";
+      const row = await saturated(ctx, kind, c, isDaemon ? daemonFlags : []);
       log(`  ${row.pollsPerSec} polls/s, ${row.cpuUsPerPoll} us CPU/poll`);
       throughput.push(row);
     };
     for (const c of plan.concurrencies) {
       if (wants("ceiling")) await run("ceiling", c);
+      if (wants("daemon") && BASELINE_ENTRY !== undefined) await run("baseline", c);
       if (wants("daemon")) await run("daemon", c);
     }
     if (wants("peers")) {
@@ -321,6 +327,8 @@ async function main(): Promise<void> {
         "machine cores",
         "machine CPU us/poll",
         "RSS MiB",
+        "heap used/total MiB",
+        "external MiB",
       ],
       throughput.map((r) => {
         const ceiling = ceilingAt(r.concurrency);
@@ -338,6 +346,8 @@ async function main(): Promise<void> {
           r.machineCores ?? "-",
           r.machineCpuUsPerPoll ?? "-",
           r.rssMiB,
+          `${r.heapUsedMiB}/${r.heapTotalMiB}`,
+          r.externalMiB,
         ];
       }),
     ),

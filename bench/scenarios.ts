@@ -50,7 +50,14 @@ export interface Context {
   log(line: string): void;
 }
 
-export type SubjectKind = "ceiling" | "daemon" | "naive" | "bullmq";
+export type SubjectKind = "ceiling" | "daemon" | "baseline" | "naive" | "bullmq";
+
+/**
+ * BENCH_BASELINE: the `cli/main.js` of another build of the daemon (e.g. the last release built
+ * into a temp dir). It runs as subject "baseline" right beside "daemon", same settings and
+ * flags, so a change is measured side by side in one run on the same loaded machine.
+ */
+export const BASELINE_ENTRY = process.env["BENCH_BASELINE"];
 
 /** One measured window of one subject. Per-poll figures divide by the simulator's count. */
 export interface ThroughputRow {
@@ -73,6 +80,10 @@ export interface ThroughputRow {
   /** Busy CPU of the whole machine per poll: what one poll costs the box, all parties together. */
   machineCpuUsPerPoll: number | null;
   rssMiB: number;
+  /** V8 heap in use and reserved, and external memory, at the end of the window. */
+  heapUsedMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
   topRedisCommands: Array<[string, number]>;
 }
 
@@ -138,10 +149,13 @@ const START_FLAGS: string[] = (() => {
 })();
 
 function startSubject(ctx: Context, s: SubjectSettings): Subject {
-  if (s.kind === "daemon") {
+  if (s.kind === "daemon" || s.kind === "baseline") {
+    if (s.kind === "baseline" && BASELINE_ENTRY === undefined) {
+      throw new Error("the baseline subject needs BENCH_BASELINE");
+    }
     return spawnSubject({
-      name: "daemon",
-      entry: "dist/cli/main.js",
+      name: s.kind,
+      entry: s.kind === "baseline" ? (BASELINE_ENTRY as string) : "dist/cli/main.js",
       args: ["run"],
       nodeFlags: [...START_FLAGS, ...(s.nodeFlags ?? [])],
       env: {
@@ -301,11 +315,15 @@ export async function saturated(
       machineCpuUsPerPoll:
         w.machineCores === null ? null : round((w.machineCores * w.seconds * 1e6) / polls),
       rssMiB: round(w.end.rssBytes / MiB),
+      heapUsedMiB: round(w.end.heapUsedBytes / MiB),
+      heapTotalMiB: round(w.end.heapTotalBytes / MiB),
+      externalMiB: round(w.end.externalBytes / MiB),
       topRedisCommands: w.redis.top.map(([name, calls]) => [name, round(calls / polls, 3)]),
     };
   } finally {
     const code = await subject.stop();
-    if (code !== 0 && kind === "daemon") ctx.log(`daemon exited with ${code}:\n${subject.tail()}`);
+    if (code !== 0 && (kind === "daemon" || kind === "baseline"))
+      ctx.log(`daemon exited with ${code}:\n${subject.tail()}`);
     await cleanPrefix(ctx.redis, prefix);
   }
 }

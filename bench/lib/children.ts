@@ -14,6 +14,12 @@ export interface SubjectSample {
   /** Microseconds of user + system CPU, every thread of the process. */
   cpuUs: number;
   rssBytes: number;
+  /** V8 heap in use (live objects and not yet collected garbage). */
+  heapUsedBytes: number;
+  /** V8 heap reserved (young and old generation). */
+  heapTotalBytes: number;
+  /** Memory of C++ objects bound to JS objects (Buffers and the like). */
+  externalBytes: number;
 }
 
 export interface Subject {
@@ -90,6 +96,9 @@ function requestSample(child: ChildProcess, name: string, lines: string[]): Prom
         redisCommandsSent: number;
         cpu: { user: number; system: number };
         rss: number;
+        heapUsed: number;
+        heapTotal: number;
+        external: number;
       };
       if (m.type !== "bench:sample") return;
       clearTimeout(timer);
@@ -99,6 +108,9 @@ function requestSample(child: ChildProcess, name: string, lines: string[]): Prom
         redisCommandsSent: m.redisCommandsSent,
         cpuUs: m.cpu.user + m.cpu.system,
         rssBytes: m.rss,
+        heapUsedBytes: m.heapUsed,
+        heapTotalBytes: m.heapTotal,
+        externalBytes: m.external,
       });
     };
     child.on("message", onMessage);

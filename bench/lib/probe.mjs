@@ -4,7 +4,8 @@
  * subject's ioredis clients send (the client-side round trips; Redis' own commandstats also
  * count the calls made inside Lua scripts, which is a different figure) and answers the
  * driver's "bench:sample" messages over the IPC channel with that count, process.cpuUsage()
- * (every thread of the process, GC included) and the resident set size.
+ * (every thread of the process, GC included), the resident set size and the V8 heap (live
+ * objects, the heap V8 reserved for them) and external memory (Buffers, undici).
  *
  * Plain JavaScript: the daemon runs from dist/ without tsx, and this file must load there too.
  */
@@ -25,7 +26,10 @@ if (typeof process.send === "function") {
       type: "bench:sample",
       redisCommandsSent: sent,
       cpu: process.cpuUsage(),
-      rss: process.memoryUsage().rss,
+      ...(() => {
+        const m = process.memoryUsage();
+        return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
+      })(),
     });
   });
   // The channel must not keep the subject alive: it exits by its own shutdown path.

@@ -5,13 +5,7 @@ import type { Logger } from "pino";
 import { Pool } from "undici";
 import { ApiAuthError, ApiTransientError, classify, type ErrorKind, reasonOf } from "./errors.js";
 import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
-import {
-  interpretAnswer,
-  invalid,
-  isJsonMediaType,
-  MAX_JSON_DEPTH,
-  NOT_FOUND,
-} from "./interpret.js";
+import { interpretAnswer, invalid, isJsonMediaType, MAX_JSON_DEPTH } from "./interpret.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
 
 export { MAX_JSON_DEPTH };
@@ -99,26 +93,29 @@ export class JobsClient {
     this.#sweepTickMs = Math.min(250, Math.max(5, Math.round(opts.requestTimeoutMs / 20)));
   }
 
-  async poll(jobId: string, opts: { signal?: AbortSignal } = {}): Promise<PollOutcome> {
+  /**
+   * Polls one job. The one way to cut polls short is abortInFlight() (the poller's shutdown
+   * deadline): it ends the attempts and retry waits in flight, and every later poll, as
+   * transient "aborted".
+   */
+  async poll(jobId: string): Promise<PollOutcome> {
     if (!LOWERCASE_UUID.test(jobId)) return invalid("job id is not a lowercase uuid");
-    const { signal } = opts;
-    if (signal?.aborted) return ABORTED;
     const budgetMs = this.#opts.retryBudgetMs;
     const started = performance.now();
     // Fast path: most polls succeed at once, and p-retry's bookkeeping per call is measurable at
     // thousands of polls per second, so the first attempt runs on its own.
     let first: unknown;
     try {
-      return await this.#attempt(jobId, signal);
+      return await this.#attempt(jobId, false);
     } catch (err) {
-      if (signal?.aborted || this.#stop.signal.aborted) return ABORTED;
+      if (this.#stop.signal.aborted) return ABORTED;
       if (this.#opts.retries === 0 || classify(err) !== "transient") return toOutcome(err, false);
       first = err;
     }
     // The Retry-After we already slept through; it must not be handed to the poller again.
     let honoured: unknown;
-    // The slow path is rare: combining the signals here costs nothing measurable.
-    const slow = signal ? AbortSignal.any([signal, this.#stop.signal]) : this.#stop.signal;
+    // Retry waits end at abortInFlight() too.
+    const slow = this.#stop.signal;
     try {
       const firstWait =
         first instanceof ApiTransientError && first.retryAfterMs !== undefined
@@ -127,7 +124,7 @@ export class JobsClient {
       if (firstWait > budgetMs - (performance.now() - started)) return toOutcome(first, false);
       await sleep(firstWait, undefined, { signal: slow });
       if (first instanceof ApiTransientError && first.retryAfterMs !== undefined) honoured = first;
-      return await pRetry(() => this.#attempt(jobId, slow), {
+      return await pRetry(() => this.#attempt(jobId, true), {
         retries: this.#opts.retries - 1,
         factor: 2,
         minTimeout: MIN_BACKOFF_MS,
@@ -146,7 +143,7 @@ export class JobsClient {
         },
       });
     } catch (err) {
-      if (signal?.aborted || this.#stop.signal.aborted) return ABORTED;
+      if (this.#stop.signal.aborted) return ABORTED;
       return toOutcome(err, err === honoured);
     }
   }
@@ -171,7 +168,7 @@ export class JobsClient {
     let status: number | undefined;
     let result: "ok" | "auth" | "down";
     try {
-      status = (await this.#exchange(jobId, requestId, undefined, this.#probeLimits)).status;
+      status = (await this.#exchange(jobId, requestId, this.#probeLimits)).status;
       if (status === 200 || status === 404) result = "ok";
       else if (status === 401 || status === 403) result = "auth";
       else result = "down";
@@ -194,13 +191,16 @@ export class JobsClient {
     return this.#closing;
   }
 
-  /** One request; throws only what is worth a retry (or unexpected), returns everything else. */
-  async #attempt(jobId: string, signal: AbortSignal | undefined): Promise<PollOutcome> {
+  /**
+   * One request; throws only what is worth a retry (or unexpected), returns everything else.
+   * `retrying`: a retry, whose abort at shutdown is expected and logged quietly.
+   */
+  async #attempt(jobId: string, retrying: boolean): Promise<PollOutcome> {
     const requestId = randomUUID();
     const t0 = performance.now();
     let status: number | undefined;
     try {
-      const answer = await this.#exchange(jobId, requestId, signal, this.#pollLimits);
+      const answer = await this.#exchange(jobId, requestId, this.#pollLimits);
       status = answer.status;
       const outcome = interpretAnswer(jobId, answer, Date.now());
       if (outcome.kind === "retry") {
@@ -208,25 +208,20 @@ export class JobsClient {
         throw new ApiTransientError(`http ${status}`, { status, retryAfterMs });
       }
       const reason = outcome.kind === "invalid" ? outcome.reason : undefined;
-      this.#report(jobId, requestId, outcome.kind, status, t0, reason, signal);
+      this.#report(jobId, requestId, outcome.kind, status, t0, reason, retrying);
       return outcome;
     } catch (err) {
-      this.#report(jobId, requestId, classify(err), status, t0, reasonOf(err), signal);
+      this.#report(jobId, requestId, classify(err), status, t0, reasonOf(err), retrying);
       throw err;
     }
   }
 
   /**
    * Sends GET for `jobId` and resolves with the answer once its body is read (or cut off at its
-   * cap). Rejects when the request fails, when `signal` or abortInFlight() aborts it, and at its
+   * cap). Rejects when the request fails, when abortInFlight() aborts it, and at its
    * deadline (`requestTimeoutMs` from now, checked by the sweep).
    */
-  #exchange(
-    jobId: string,
-    requestId: string,
-    signal: AbortSignal | undefined,
-    limits: ExchangeLimits,
-  ): Promise<Answer> {
+  #exchange(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
     const key = this.#readKey();
     // The sweep runs every tick, so the deadline is set one tick early: a request never
     // outlives its timeout (the loop's lease budget counts on that), and gets at least 95% of it.
@@ -235,22 +230,13 @@ export class JobsClient {
       performance.now() + this.#opts.requestTimeoutMs - this.#sweepTickMs,
       this.#forgetExchange,
     );
-    if (this.#stop.signal.aborted || signal?.aborted) {
-      exchange.abort(
-        signal?.aborted ? coerceAbortReason(signal.reason) : new ApiTransientError("aborted"),
-      );
+    if (this.#stop.signal.aborted) {
+      exchange.abort(new ApiTransientError("aborted"));
       return exchange.promise;
     }
     this.#inFlight.add(exchange);
     // After close() the dispatch below fails at once; no sweep is needed then.
     if (this.#closing === undefined) this.#sweeper ??= this.#startSweeper();
-    if (signal !== undefined) {
-      // Rare (the retry path): the poll loop's own requests pass no signal.
-      const onAbort = () => exchange.abort(coerceAbortReason(signal.reason));
-      signal.addEventListener("abort", onAbort, { once: true });
-      const forget = () => signal.removeEventListener("abort", onAbort);
-      void exchange.promise.then(forget, forget);
-    }
     this.#pool.dispatch(
       {
         path: this.#jobsPath + jobId,
@@ -301,12 +287,13 @@ export class JobsClient {
     status: number | undefined,
     t0: number,
     reason: string | undefined,
-    signal: AbortSignal | undefined,
+    retrying: boolean,
   ): void {
     const durationMs = Math.round(performance.now() - t0);
     const { logger, onAttempt } = this.#opts;
     if (logger !== undefined) {
-      const failed = outcome !== "ok" && outcome !== "not_found" && signal?.aborted !== true;
+      const quiet = retrying && this.#stop.signal.aborted;
+      const failed = outcome !== "ok" && outcome !== "not_found" && !quiet;
       const level = failed ? "warn" : "debug";
       if (logger.isLevelEnabled(level)) {
         logger
@@ -324,15 +311,9 @@ export class JobsClient {
   }
 }
 
-/** An abort reason as an Error; a caller may abort with anything. */
-function coerceAbortReason(reason: unknown): Error {
-  return reason instanceof Error ? reason : new ApiTransientError("aborted");
-}
-
 function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {
   const kind = classify(err);
   if (kind === "auth") return { kind, status: err instanceof ApiAuthError ? err.status : 0 };
-  if (kind === "not_found") return NOT_FOUND;
   if (kind === "invalid") return invalid(reasonOf(err));
   const retryAfterMs = err instanceof ApiTransientError ? err.retryAfterMs : undefined;
   if (retryAfterMs !== undefined && retryAfterMs > 0 && !retryAfterHonoured) {

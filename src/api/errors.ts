@@ -4,7 +4,7 @@
  * a `poll_failed` reason as is.
  */
 
-export type ErrorKind = "transient" | "auth" | "not_found" | "invalid";
+export type ErrorKind = "transient" | "auth" | "invalid";
 
 export abstract class ApiError extends Error {
   abstract readonly code: string;
@@ -36,30 +36,6 @@ export class ApiAuthError extends ApiError {
   constructor(status: number) {
     super(`api key refused (http ${status})`);
     this.name = "ApiAuthError";
-    this.status = status;
-  }
-}
-
-export class ApiNotFoundError extends ApiError {
-  readonly code = "API_NOT_FOUND";
-  readonly kind = "not_found";
-  readonly status = 404;
-
-  constructor() {
-    super("job not found (http 404)");
-    this.name = "ApiNotFoundError";
-  }
-}
-
-/** The API answered, but not with something we can use; retrying the same request won't help. */
-export class ApiInvalidResponseError extends ApiError {
-  readonly code = "API_INVALID_RESPONSE";
-  readonly kind = "invalid";
-  readonly status: number | undefined;
-
-  constructor(message: string, status?: number) {
-    super(message);
-    this.name = "ApiInvalidResponseError";
     this.status = status;
   }
 }

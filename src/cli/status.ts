@@ -130,11 +130,12 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     }
     const now = Date.now();
     const stats = await store.stats(now);
-    const beats = await redis.hgetall(store.keys.replicas);
-    const replicas = Object.entries(beats).map(([id, raw]) => {
-      const beat = JSON.parse(raw) as { at: number } & Record<string, unknown>;
-      return { id, ageSeconds: Math.round((now - beat.at) / 1000), ...beat, at: undefined };
-    });
+    const replicas = (await store.heartbeats()).map(({ id, beat }) => ({
+      id,
+      ageSeconds: Math.round((now - beat.at) / 1000),
+      ...beat,
+      at: undefined,
+    }));
     out({
       pendingKey: store.keys.pending,
       tracked: stats.tracked,

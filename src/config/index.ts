@@ -14,15 +14,18 @@ import {
   type Setting,
 } from "./schema.js";
 
+// REDIS_URL parsing lives with the Redis connection; re-exported for the config's users.
+export {
+  parseRedisUrl,
+  type RedisMode,
+  type RedisTarget,
+  RedisUrlError,
+} from "../store/redis-url.js";
 export {
   isLoopbackHost,
   KNOWN_ENV_NAMES,
   type LogLevel,
   maskUrlPassword,
-  parseRedisUrl,
-  type RedisMode,
-  type RedisTarget,
-  RedisUrlError,
   SCHEDULES,
   type Schedule,
 } from "./schema.js";

@@ -185,30 +185,14 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   const beat = async () => {
     const now = Date.now();
     // Replicas that died without a clean stop (kill -9) leave an entry: drop those an hour old.
-    if (beats++ % 60 === 0) {
-      const all = await redis.hgetall(store.keys.replicas);
-      const stale = Object.entries(all)
-        .filter(([, raw]) => {
-          try {
-            return now - (JSON.parse(raw) as { at: number }).at > 3_600_000;
-          } catch {
-            return true;
-          }
-        })
-        .map(([id]) => id);
-      if (stale.length > 0) await redis.hdel(store.keys.replicas, ...stale);
-    }
-    await redis.hset(
-      store.keys.replicas,
-      config.replicaId,
-      JSON.stringify({
-        at: now,
-        pid: process.pid,
-        apiKeyAccepted: poller.apiKeyAccepted,
-        circuitOpen: poller.circuitOpen,
-        leases: poller.leases,
-      }),
-    );
+    if (beats++ % 60 === 0) await store.pruneHeartbeats(now, 3_600_000);
+    await store.writeHeartbeat(config.replicaId, {
+      at: now,
+      pid: process.pid,
+      apiKeyAccepted: poller.apiKeyAccepted,
+      circuitOpen: poller.circuitOpen,
+      leases: poller.leases,
+    });
   };
   // The readiness gauges are refreshed here too, not only when something asks /readyz.
   const heartbeat = setInterval(() => {
@@ -235,7 +219,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
       client.abortInFlight();
-      await bounded(redis.hdel(store.keys.replicas, config.replicaId));
+      await bounded(store.removeHeartbeat(config.replicaId));
       await bounded(client.close());
       await bounded(server?.close() ?? Promise.resolve());
       if (redisReady(redis)) await bounded(redis.quit());

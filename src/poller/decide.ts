@@ -1,6 +1,6 @@
 import type { PollOutcome } from "../api/outcome.js";
 import type { Job } from "../api/schema.js";
-import { buildEvent } from "../events/cloudevents.js";
+import { buildEvent, isAlert } from "../events/cloudevents.js";
 import type { AnyCloudEvent, EventDataByKind, EventKind } from "../events/types.js";
 import type { DurationSnapshot } from "./durations.js";
 import {
@@ -42,6 +42,11 @@ export interface DecideInput {
 export interface Decision {
   state: JobState;
   events: AnyCloudEvent[];
+  /**
+   * Whether each event (same index) is an alert, which the store also appends to the alerts
+   * stream: decided here with the events, never worked out again from their type strings.
+   */
+  alerts: boolean[];
   /** When to poll next; null when the job is done with and leaves the pending set. */
   nextDueAt: number | null;
   /** For metrics and logs: what the poll came to after the rules. */
@@ -71,6 +76,7 @@ export function decide(input: DecideInput): Decision {
 
 class Emitter {
   readonly events: AnyCloudEvent[] = [];
+  readonly alerts: boolean[] = [];
   constructor(
     private readonly input: DecideInput,
     private sequence: number,
@@ -87,6 +93,7 @@ class Emitter {
       data,
     });
     this.events.push(event as AnyCloudEvent);
+    this.alerts.push(isAlert(kind));
   }
   get lastSequence(): number {
     return this.sequence;
@@ -109,6 +116,7 @@ function decideOk(input: DecideInput, job: Job): Decision {
         intervalMs,
       },
       events: [],
+      alerts: [],
       nextDueAt: schedule(input, intervalMs, state.slaDeadlineMs, state.slaReported),
       verdict: "stale",
       samples: [],
@@ -178,6 +186,7 @@ function decideOk(input: DecideInput, job: Job): Decision {
       phaseStartMs,
     },
     events: out.events,
+    alerts: out.alerts,
     nextDueAt: nextDue,
     verdict: final ? "removed" : changed ? "changed" : "unchanged",
     samples,
@@ -221,6 +230,7 @@ function decideNotFound(input: DecideInput): Decision {
     return {
       state: { ...state, version: state.version + 1 },
       events: [],
+      alerts: [],
       nextDueAt: null,
       verdict: "removed",
       samples: [],
@@ -246,6 +256,7 @@ function decideNotFound(input: DecideInput): Decision {
     return {
       state: { ...base, sequence: out.lastSequence, firstNotFoundAtMs: null, intervalMs: null },
       events: out.events,
+      alerts: out.alerts,
       nextDueAt: null,
       verdict: "removed",
       samples: [],
@@ -263,6 +274,7 @@ function decideNotFound(input: DecideInput): Decision {
   return {
     state: { ...base, firstNotFoundAtMs, intervalMs },
     events: [],
+    alerts: [],
     nextDueAt: due,
     verdict: "not_found",
     samples: [],
@@ -298,6 +310,7 @@ function decideFailure(
       intervalMs,
     },
     events: out.events,
+    alerts: out.alerts,
     nextDueAt: schedule(
       input,
       intervalMs,

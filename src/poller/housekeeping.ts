@@ -5,6 +5,7 @@ import type { Lifecycle } from "./lifecycle.js";
 import { rejectionReason } from "./members.js";
 import type { PollerStore } from "./ports.js";
 import type { RedisHealth } from "./redis-health.js";
+import { rejectedEvent } from "./rejected.js";
 
 /**
  * An intake diff may take at most 1/DIFF_SHARE of wall time (see intakeLoop). One diff over
@@ -75,7 +76,7 @@ export class Housekeeping {
       try {
         const started = clock();
         const result = await health.run("intake", () =>
-          store.intake(INTAKE_LIMIT, reconcile, now >= nextDiffAt),
+          store.intake(INTAKE_LIMIT, reconcile, now >= nextDiffAt, now),
         );
         if (result.diffed) {
           nextDiffAt = started + Math.max(0, clock() - started) * DIFF_SHARE;
@@ -104,9 +105,8 @@ export class Housekeeping {
   private async reject(member: string, lastSequence: number): Promise<void> {
     const { store, health, clock, settings } = this.deps;
     const reason = rejectionReason(member);
-    const moved = await health.run("reject", () =>
-      store.reject(member, reason, lastSequence, settings.eventSource, clock()),
-    );
+    const eventFor = rejectedEvent(member, reason, settings.eventSource, clock());
+    const moved = await health.run("reject", () => store.reject(member, lastSequence, eventFor));
     if (moved) {
       this.deps.metrics?.events?.inc({ type: "rejected" });
       // The member itself may be hostile (huge, control characters): log its length only.

@@ -268,6 +268,7 @@ export class Poller {
         state: decision.state,
         nextDueAt: decision.nextDueAt,
         events: decision.events,
+        alerts: decision.alerts,
       },
       (code) => {
         try {

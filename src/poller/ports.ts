@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { PollOutcome } from "../api/outcome.js";
+import type { AnyCloudEvent } from "../events/types.js";
 import type { ApplyCode, ClaimResult, DecisionWrite, IntakeResult } from "../store/store.js";
 import type { DecideSettings } from "./decide.js";
 import type { DurationSync } from "./duration-stats.js";
@@ -10,7 +11,7 @@ import type { DurationSync } from "./duration-stats.js";
  */
 
 export interface JobsApi {
-  poll(jobId: string, opts?: { signal?: AbortSignal }): Promise<PollOutcome>;
+  poll(jobId: string): Promise<PollOutcome>;
   probeAuth(): Promise<"ok" | "auth" | "down">;
   /** Aborts the requests in flight (shutdown deadline); they end as transient "aborted". */
   abortInFlight?(): void;
@@ -21,13 +22,11 @@ export interface PollerStore {
   claim(now: number, limit: number, leaseMs: number): Promise<ClaimResult>;
   apply(writes: readonly DecisionWrite[], now: number): Promise<ApplyCode[]>;
   release(items: ReadonlyArray<{ id: string; lease: number; dueAt: number }>): Promise<number>;
-  intake(limit: number, reconcile: boolean, mayDiff?: boolean): Promise<IntakeResult>;
+  intake(limit: number, reconcile: boolean, mayDiff: boolean, now: number): Promise<IntakeResult>;
   reject(
     member: string,
-    reason: string,
     lastSequence: number,
-    source: string,
-    now: number,
+    eventFor: (sequence: number) => AnyCloudEvent,
   ): Promise<boolean>;
   expire(now: number, limit: number): Promise<number>;
 }

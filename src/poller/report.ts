@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { PollOutcome } from "../api/outcome.js";
-import { isAlert, kindOfType } from "../events/cloudevents.js";
+import { kindOfType } from "../events/cloudevents.js";
 import { ApplyCode, type ClaimedJob, describeApplyCode } from "../store/store.js";
 import type { Decision } from "./decide.js";
 import type { LoopMetrics } from "./ports.js";
@@ -45,7 +45,8 @@ export function reportWrite(
       );
     }
   }
-  for (const event of decision.events) {
+  for (let i = 0; i < decision.events.length; i++) {
+    const event = decision.events[i] as Decision["events"][number];
     const kind = kindOfType(event.type);
     metrics?.events?.inc({ type: kind ?? "unknown" });
     const fields = {
@@ -54,7 +55,7 @@ export function reportWrite(
       type: event.type,
       sequence: event.sequence,
     };
-    if (kind !== undefined && isAlert(kind)) log.warn(fields, "alert event emitted");
+    if (decision.alerts[i] === true) log.warn(fields, "alert event emitted");
     else log.info(fields, "event emitted");
   }
   if (outcome.kind === "invalid") {

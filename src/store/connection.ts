@@ -1,5 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { parseRedisUrl } from "../config/index.js";
+import { parseRedisUrl } from "./redis-url.js";
 
 export type RedisClient = Redis | Cluster;
 

@@ -6,6 +6,10 @@ import type { RedisClient } from "./connection.js";
  * The Lua scripts of `lua/`, one per file, named `<name>-<numberOfKeys>.lua`. They are
  * registered with ioredis `defineCommand`, which calls EVALSHA and falls back to EVAL on
  * NOSCRIPT, so a Redis restart or SCRIPT FLUSH needs no handling here.
+ *
+ * Lua shared between scripts lives in `lua/includes/<name>.lua` and is pulled in where a script
+ * has a line `--- @include "<name>"` (BullMQ's convention). Scripts cannot call each other, so
+ * the snippet is stitched into each script's text at load time, never copied by hand.
  */
 export const SCRIPT_NAMES = [
   "intake",
@@ -22,6 +26,32 @@ type ScriptFn = (...args: Array<string | number>) => Promise<unknown>;
 export type ScriptCommands = Record<ScriptName, ScriptFn>;
 
 const LUA_DIR = fileURLToPath(new URL("./lua/", import.meta.url));
+const INCLUDES_DIR = `${LUA_DIR}includes/`;
+const INCLUDE_LINE = /^--- @include "([A-Za-z0-9_-]+)"[ \t]*$/gm;
+
+/**
+ * Replaces each include line with the snippet it names. A snippet is included once per script
+ * (a second include of it becomes empty) and may include others; a missing one is an error.
+ */
+export function stitchIncludes(
+  lua: string,
+  readInclude: (name: string) => string,
+  seen = new Set<string>(),
+): string {
+  return lua.replace(INCLUDE_LINE, (_line, name: string) => {
+    if (seen.has(name)) return "";
+    seen.add(name);
+    return stitchIncludes(readInclude(name), readInclude, seen).trimEnd();
+  });
+}
+
+function readInclude(name: string): string {
+  try {
+    return readFileSync(`${INCLUDES_DIR}${name}.lua`, "utf8");
+  } catch {
+    throw new Error(`missing Lua include ${name}.lua in ${INCLUDES_DIR}`);
+  }
+}
 
 interface ScriptSource {
   numberOfKeys: number;
@@ -40,7 +70,7 @@ export function loadScriptSources(): Map<ScriptName, ScriptSource> {
     if (!SCRIPT_NAMES.includes(name)) throw new Error(`unexpected Lua script ${file}`);
     found.set(name, {
       numberOfKeys: Number(match[2]),
-      lua: readFileSync(`${LUA_DIR}${file}`, "utf8"),
+      lua: stitchIncludes(readFileSync(`${LUA_DIR}${file}`, "utf8"), readInclude),
     });
   }
   for (const name of SCRIPT_NAMES) {

@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { buildEvent, isAlert, kindOfType, streamFields } from "../events/cloudevents.js";
+import { streamFields } from "../events/cloudevents.js";
 import type { AnyCloudEvent } from "../events/types.js";
-import type { JobState } from "../poller/state.js";
-import { decodeState, encodeState, initialState, StateDecodeError } from "../poller/state.js";
 import type { RedisClient } from "./connection.js";
+import { decodeHeartbeat, encodeHeartbeat, type ReplicaHeartbeat } from "./heartbeat.js";
 import { type Keys, keysFor } from "./keys.js";
 import { defineScripts, type ScriptCommands } from "./scripts.js";
+import type { JobState } from "./state.js";
+import { decodeState, encodeState, initialState, StateDecodeError } from "./state.js";
 
 /** What applyDecisions returns per decision. */
 export enum ApplyCode {
@@ -51,6 +52,8 @@ export interface DecisionWrite {
   /** null: done with, leaves the pending set. */
   nextDueAt: number | null;
   events: readonly AnyCloudEvent[];
+  /** Whether each event (same index) also goes to the alerts stream. */
+  alerts: readonly boolean[];
 }
 
 export interface IntakeResult {
@@ -113,7 +116,12 @@ export class Store {
    * Schedules new pending members, at most `limit` per call. `mayDiff` false limits the call
    * to O(limit) work: the O(N) diff that finds new members is then skipped.
    */
-  async intake(limit: number, reconcile: boolean, mayDiff = true): Promise<IntakeResult> {
+  async intake(
+    limit: number,
+    reconcile: boolean,
+    mayDiff = true,
+    now = Date.now(),
+  ): Promise<IntakeResult> {
     const k = this.keys;
     const reply = (await this.scripts.intake(
       k.pending,
@@ -127,7 +135,7 @@ export class Store {
       limit,
       reconcile ? "1" : "0",
       mayDiff ? "1" : "0",
-      Date.now() + this.options.stateTtlMs,
+      now + this.options.stateTtlMs,
     )) as [number, Array<string | number>, number, number, number];
     const invalid: IntakeResult["invalid"] = [];
     const flat = reply[1];
@@ -197,9 +205,8 @@ export class Store {
         w.nextDueAt === null ? "" : Math.round(w.nextDueAt),
         w.events.length,
       );
-      for (const event of w.events) {
-        const kind = kindOfType(event.type);
-        args.push(kind !== undefined && isAlert(kind) ? "1" : "0", ...streamFields(event));
+      for (let i = 0; i < w.events.length; i++) {
+        args.push(w.alerts[i] === true ? "1" : "0", ...streamFields(w.events[i] as AnyCloudEvent));
       }
     }
     return (await this.scripts.applyDecisions(...args)) as ApplyCode[];
@@ -215,29 +222,19 @@ export class Store {
   }
 
   /**
-   * Moves a member that is not a job id to the rejected set with its `rejected` event.
-   * Returns false when the member had already left the pending set.
+   * Moves a member that is not a job id to the rejected set with its `rejected` event, which
+   * `eventFor` builds for the sequence the member is at (the rule is the poller's, not the
+   * store's). Returns false when the member had already left the pending set.
    */
   async reject(
     member: string,
-    reason: string,
     lastSequence: number,
-    source: string,
-    now: number,
+    eventFor: (sequence: number) => AnyCloudEvent,
   ): Promise<boolean> {
     const k = this.keys;
     let expected = lastSequence;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const event = buildEvent({
-        kind: "rejected",
-        source,
-        subject: member,
-        epoch: "rejected",
-        sequence: expected + 1,
-        timeMs: now,
-        data: { member, reason },
-      });
-      const [data, id, type, , time] = streamFields(event);
+      const [data, id, type, , time] = streamFields(eventFor(expected + 1));
       const reply = (await this.scripts.rejectMember(
         k.pending,
         k.rejected,
@@ -315,6 +312,38 @@ export class Store {
         pending: Number(info["pending"] ?? 0),
       };
     });
+  }
+
+  async writeHeartbeat(replicaId: string, beat: ReplicaHeartbeat): Promise<void> {
+    await this.redis.hset(this.keys.replicas, replicaId, encodeHeartbeat(beat));
+  }
+
+  async removeHeartbeat(replicaId: string): Promise<void> {
+    await this.redis.hdel(this.keys.replicas, replicaId);
+  }
+
+  /** Drops heartbeats older than `maxAgeMs` (replicas killed without a clean stop) or unreadable. */
+  async pruneHeartbeats(now: number, maxAgeMs: number): Promise<number> {
+    const all = await this.redis.hgetall(this.keys.replicas);
+    const stale = Object.entries(all)
+      .filter(([, raw]) => {
+        const beat = decodeHeartbeat(raw);
+        return beat === null || now - beat.at > maxAgeMs;
+      })
+      .map(([id]) => id);
+    if (stale.length > 0) await this.redis.hdel(this.keys.replicas, ...stale);
+    return stale.length;
+  }
+
+  /** Every readable heartbeat, by replica id. */
+  async heartbeats(): Promise<Array<{ id: string; beat: ReplicaHeartbeat }>> {
+    const all = await this.redis.hgetall(this.keys.replicas);
+    const out: Array<{ id: string; beat: ReplicaHeartbeat }> = [];
+    for (const [id, raw] of Object.entries(all)) {
+      const beat = decodeHeartbeat(raw);
+      if (beat !== null) out.push({ id, beat });
+    }
+    return out;
   }
 
   /** One job's stored state, due time and membership, for `status <jobId>`. */

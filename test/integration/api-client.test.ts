@@ -332,10 +332,10 @@ describe("JobsClient.poll", () => {
   it("returns transient 'aborted' when the caller aborts", async () => {
     const server = await startServer(() => {});
     const { client } = makeClient(server.url, { requestTimeoutMs: 30_000 });
-    const controller = new AbortController();
-    const pending = client.poll(randomUUID(), { signal: controller.signal });
+    // The daemon's one way to abort: the shutdown deadline aborts every request in flight.
+    const pending = client.poll(randomUUID());
     await expect.poll(() => server.seen.length).toBe(1);
-    controller.abort();
+    client.abortInFlight();
     expect(await pending).toEqual({ kind: "transient", reason: "aborted" });
     expect(server.seen).toHaveLength(1);
   });

@@ -5,6 +5,7 @@ import type { JobStatus } from "../../src/api/schema.js";
 import { ConfigError, loadConfig } from "../../src/config/index.js";
 import { startDaemon } from "../../src/daemon/daemon.js";
 import { buildEvent } from "../../src/events/cloudevents.js";
+import { rejectedEvent } from "../../src/poller/rejected.js";
 import { type SimJobSpec, startSimulator } from "../../src/sim/simulator.js";
 import { connectRedis, type RedisClient } from "../../src/store/connection.js";
 import { ApplyCode, Store } from "../../src/store/store.js";
@@ -54,7 +55,11 @@ describe("Redis Cluster", () => {
     expect(intake.added).toBe(2);
     expect(intake.invalid.map((i) => i.member)).toEqual(["../etc/passwd"]);
     expect(
-      await store.reject("../etc/passwd", "path", intake.invalid[0]?.lastSequence ?? 0, "urn:t", 1),
+      await store.reject(
+        "../etc/passwd",
+        intake.invalid[0]?.lastSequence ?? 0,
+        rejectedEvent("../etc/passwd", "path", "urn:t", 1),
+      ),
     ).toBe(true);
 
     const now = Date.now();
@@ -78,6 +83,7 @@ describe("Redis Cluster", () => {
       state: { ...job.state, version: job.state.version + 1, sequence: 1 },
       nextDueAt: null,
       events: [event],
+      alerts: [true],
     };
     expect(await store.apply([write], now)).toEqual([ApplyCode.Written]);
     // The same decision again is refused: the compare-and-set holds on a Cluster too.

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildEvent } from "../../src/events/cloudevents.js";
+import { rejectedEvent } from "../../src/poller/rejected.js";
 import { initialState } from "../../src/poller/state.js";
 import { ApplyCode, type ClaimedJob, Store } from "../../src/store/store.js";
 import { cleanPrefix, redisClient, testPrefix } from "../helpers/redis.js";
@@ -52,6 +53,7 @@ function firstWrite(id: string, lease: number) {
     state: { ...initialState("e"), version: 1, sequence: 1 },
     nextDueAt: 5000,
     events: [statusEvent(id, 1)],
+    alerts: [true],
   };
 }
 
@@ -65,8 +67,8 @@ describe("store", () => {
     expect(first.invalid.map((i) => i.member).sort()).toEqual(["", "../etc/passwd"]);
     expect(await redis.zscore(store.keys.schedule, upper.toLowerCase())).toBe("0");
     // Unchanged sizes: nothing to do, O(1).
-    await store.reject("", "empty", 0, "urn:test", 1);
-    await store.reject("../etc/passwd", "path", 0, "urn:test", 1);
+    await store.reject("", 0, rejectedEvent("", "empty", "urn:test", 1));
+    await store.reject("../etc/passwd", 0, rejectedEvent("../etc/passwd", "path", "urn:test", 1));
     const second = await store.intake(1000, false);
     expect(second).toEqual({ added: 0, invalid: [], remaining: 0, untracked: 0, diffed: false });
     expect(await redis.smembers(store.keys.rejected)).toHaveLength(2);
@@ -150,6 +152,7 @@ describe("store", () => {
           state: { ...initialState("e"), version: 1, final: true },
           nextDueAt: null,
           events: [statusEvent(id, 1)],
+          alerts: [true],
         },
       ],
       1000,

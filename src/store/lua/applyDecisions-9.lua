@@ -27,15 +27,7 @@
 local rcall = redis.call
 local schedule, state, pending, tracked, aliases, expiry, events, alerts, finals =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
--- Redis does not undo a script's earlier writes when a later command fails, so a key of the
--- wrong type (a prefix collision, an operator's mistake) must stop the script before any
--- write; otherwise the version would move on without its events.
-local function expect(key, kind)
-  local t = rcall("TYPE", key)["ok"]
-  if t ~= "none" and t ~= kind then
-    error("WRONGTYPE key " .. key .. " is a " .. t .. ", expected a " .. kind)
-  end
-end
+--- @include "expectKeyType"
 expect(schedule, "zset")
 expect(state, "hash")
 expect(pending, "set")

@@ -16,15 +16,7 @@
   Returns 1 moved, 2 no longer pending, { 3, current sequence } on a sequence conflict
 ]]
 local rcall = redis.call
--- Redis does not undo a script's earlier writes when a later command fails, so a key of the
--- wrong type (a prefix collision, an operator's mistake) must stop the script before any
--- write; otherwise the version would move on without its events.
-local function expect(key, kind)
-  local t = rcall("TYPE", key)["ok"]
-  if t ~= "none" and t ~= kind then
-    error("WRONGTYPE key " .. key .. " is a " .. t .. ", expected a " .. kind)
-  end
-end
+--- @include "expectKeyType"
 expect(KEYS[1], "set")
 expect(KEYS[2], "set")
 expect(KEYS[3], "hash")

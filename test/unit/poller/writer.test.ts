@@ -10,7 +10,15 @@ import { FakeClock, FakeStore, nextTurn, silentLogger, until } from "./fakes.js"
 const SHUTDOWN_MS = 10_000;
 
 function decision(id: string): DecisionWrite {
-  return { id, lease: 1, expectedVersion: 0, state: initialState("e1"), nextDueAt: 5, events: [] };
+  return {
+    id,
+    lease: 1,
+    expectedVersion: 0,
+    state: initialState("e1"),
+    nextDueAt: 5,
+    events: [],
+    alerts: [],
+  };
 }
 
 function writerWith(limit = 8) {
