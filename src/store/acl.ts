@@ -161,3 +161,28 @@ export function renderAclFile(prefix: string, options: AclFileOptions = {}): str
   });
   return `${lines.join("\n")}\n`;
 }
+
+/**
+ * One line for a command Redis refused under ACL, or null when `message` is not such a refusal.
+ * Redis names the command (`NOPERM … 'xadd' command`) or says a key was out of reach; inside a
+ * script, Redis 7.0 says only "The user executing the script can't run this command". The line
+ * always says NOPERM and what to do, so an operator never has to guess it is a permission.
+ */
+export function describeAclRefusal(message: string): string | null {
+  const fix =
+    "give this user the rules of `idunox-poller acl` (docs/operations.md, Redis ACL users)";
+  const command = /\bNOPERM\b.*?'([^']+)' command/.exec(message)?.[1];
+  if (command !== undefined) {
+    return `Redis refused the command ${command.toUpperCase()} for this user (NOPERM): ${fix}`;
+  }
+  if (/\bNOPERM\b.*\bkeys?\b|can't access at least one of the keys/i.test(message)) {
+    return `Redis refused this user a key outside its ACL key patterns (NOPERM): check POLLER_KEY_PREFIX, or ${fix}`;
+  }
+  if (/\bNOPERM\b.*\bchannel/i.test(message)) {
+    return `Redis refused this user a Pub/Sub channel (NOPERM): ${fix}`;
+  }
+  if (/user executing the script can't run this command|\bNOPERM\b/i.test(message)) {
+    return `Redis refused a command of a Lua script for this user (NOPERM): the ACL predates the scripts; ${fix}`;
+  }
+  return null;
+}

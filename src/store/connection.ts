@@ -26,10 +26,13 @@ export function connectRedis(url: string, extra: RedisOptions = {}): RedisClient
     connectionName: "idunox-poller",
     // A primary demoted by a failover (or a replica named by mistake) answers writes with
     // READONLY while the connection itself stays up, so nothing else would make the client
-    // look again. Reconnecting asks the sentinels (or the URL's host) for the primary anew;
-    // 2 = reconnect and resend the refused command there. A refused write did not happen, and
-    // every write of the daemon is a compare-and-set, so sending it again is safe.
-    reconnectOnError: (err) => (/^READONLY\b/.test(err.message) ? 2 : false),
+    // look again. Reconnecting asks the sentinels (or the URL's host) for the primary anew.
+    // Behind Sentinel the refused command is also resent there (2): a refused write did not
+    // happen, and every write of the daemon is a compare-and-set, so sending it again is safe.
+    // Without Sentinel the reconnection reaches the same host, so the command fails (1) and
+    // READONLY is reported as such.
+    reconnectOnError: (err) =>
+      /^READONLY\b/.test(err.message) ? (target.mode === "sentinel" ? 2 : 1) : false,
     ...(target.tls ? { tls: {} } : {}),
     ...(target.username ? { username: target.username } : {}),
     ...(target.password ? { password: target.password } : {}),

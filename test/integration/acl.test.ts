@@ -185,6 +185,21 @@ describe("each component under its own ACL user", () => {
   });
 });
 
+describe("idunox-poller acl", () => {
+  it("prints the file for a prefix, its usage with --help, and exits 2 on a bad prefix", async () => {
+    const [file, help, bad] = await Promise.all([
+      runCliToEnd(["acl", "--prefix", "{x}:jobs:"]),
+      runCliToEnd(["acl", "--help"]),
+      runCliToEnd(["acl", "--prefix", "has space"]),
+    ]);
+    expect(file.code, file.stderr).toBe(0);
+    expect(file.stdout).toBe(renderAclFile("{x}:jobs:"));
+    expect(help.stdout).toMatch(/^Usage: idunox-poller acl/);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--prefix");
+  });
+});
+
 describe("the client library under the ACL users", () => {
   it("track() as the producer, waitFor() and subscribe() with parking as the consumer", async () => {
     const job = sim.addJob({ steps: [{ afterMs: 0, status: "succeeded" }], slaDeadlineInMs: null });
@@ -240,6 +255,9 @@ describe("what each user is refused", () => {
     // SADD is allowed, but only on the pending set.
     expect(await refusal(producer.sadd(keys.tracked, "x"))).toMatch(/^NOPERM .*keys/);
     expect(await refusal(producer.smembers(keys.pending))).toMatch(/^NOPERM/);
+    // The client library's intake hint: RPUSH on that list only.
+    expect(await producer.rpush(`${prefix}intake:hints`, "x")).toBe(1);
+    expect(await refusal(producer.rpush(keys.events, "x"))).toMatch(/^NOPERM/);
     expect(await admin.exists(keys.tracked)).toBe(0);
   });
 
@@ -249,6 +267,16 @@ describe("what each user is refused", () => {
     expect(await refusal(consumer.zadd(keys.schedule, 0, "x"))).toMatch(/^NOPERM/);
     expect(await refusal(consumer.xadd(keys.events, "*", "forged", "1"))).toMatch(/^NOPERM/);
     expect(await refusal(consumer.xdel(keys.events, "0-1"))).toMatch(/^NOPERM/);
+    // subscribe() parks failing entries in a dead-letter stream, in a MULTI with the XACK.
+    const parked = await consumer
+      .multi()
+      .xadd(`${keys.events}:dead-letter`, "*", "reason", "test")
+      .xack(keys.events, "nogroup", "0-1")
+      .exec();
+    expect(parked?.[0]?.[0]).toBeNull();
+    expect(await refusal(consumer.xadd(`${prefix}other:dead-letter`, "*", "x", "1"))).toMatch(
+      /^NOPERM/,
+    );
     expect(await refusal(consumer.sadd(keys.pending, "x"))).toMatch(/^NOPERM/);
     // Group bookkeeping only on the two streams: read-only everywhere else under the prefix.
     expect(await refusal(consumer.xgroup("CREATE", keys.state, "g", "0", "MKSTREAM"))).toMatch(

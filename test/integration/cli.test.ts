@@ -11,7 +11,7 @@ import { runCli, runCliToEnd } from "../helpers/processes.js";
 import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix } from "../helpers/redis.js";
 import { readAll, readUntil } from "../helpers/streams.js";
 
-const COMMANDS = ["run", "track", "status", "tail", "simulate", "demo", "acl"] as const;
+const COMMANDS = ["run", "track", "status", "tail", "simulate", "demo"] as const;
 
 describe("usage", () => {
   it("prints usage for --help of the CLI and of every command, exit 0", async () => {

@@ -227,3 +227,36 @@ describe("reliability: Sentinel failover", () => {
     expect(await stopGracefully(daemon)).toBe(0);
   }, 120_000);
 });
+
+describe("a primary demoted while the connection stays up", () => {
+  it("answers READONLY, and the client reconnects instead of writing into a replica forever", async () => {
+    const a = await startRedisServer();
+    const b = await startRedisServer();
+    const client = connectRedis(a.url) as Redis;
+    client.on("error", () => {});
+    const admin = new Redis(a.url);
+    try {
+      await client.set("readonly-probe", "1");
+      let reconnects = 0;
+      client.on("reconnecting", () => {
+        reconnects += 1;
+      });
+      // REPLICAOF keeps client connections open (a demotion that does not close them, as a
+      // proxy in between may hide): the next write is refused.
+      await admin.call("REPLICAOF", "127.0.0.1", String(b.port));
+      await expect(client.set("readonly-probe", "2")).rejects.toThrow(/^READONLY/);
+      await waitFor(() => reconnects > 0, { what: "the client to reconnect after READONLY" });
+      // Promoted again, the same client writes at once.
+      await admin.call("REPLICAOF", "NO", "ONE");
+      await waitFor(
+        async () => (await client.set("readonly-probe", "3").catch(() => null)) === "OK",
+        { what: "a write after the node is a primary again" },
+      );
+    } finally {
+      client.disconnect();
+      admin.disconnect();
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

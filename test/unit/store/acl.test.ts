@@ -1,6 +1,12 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { aclRules, globEscape, renderAclFile, scriptCommands } from "../../../src/store/acl.js";
+import {
+  aclRules,
+  describeAclRefusal,
+  globEscape,
+  renderAclFile,
+  scriptCommands,
+} from "../../../src/store/acl.js";
 
 const rulesOf = (prefix: string, user: string) => {
   const found = aclRules(prefix).find((r) => r.user === user);
@@ -64,5 +70,35 @@ describe("the ACL users", () => {
     expect(renderAclFile("p:", { format: "commands" })).toMatch(
       /^ACL SETUSER consumer reset off /m,
     );
+  });
+});
+
+describe("describeAclRefusal", () => {
+  it.each([
+    ["NOPERM this user has no permissions to run the 'xadd' command", /command XADD .*\(NOPERM\)/],
+    ["NOPERM User producer has no permissions to run the 'evalsha' command", /command EVALSHA/],
+    [
+      "NOPERM this user has no permissions to access one of the keys used as arguments",
+      /a key outside/,
+    ],
+    [
+      "ERR The user executing the script can't run this command or subcommand script: 2b58…, on @user_script:1.",
+      /a command of a Lua script .*\(NOPERM\)/,
+    ],
+    [
+      "ERR The user executing the script can't access at least one of the keys mentioned",
+      /a key outside/,
+    ],
+  ])("names the refusal in %s", (message, line) => {
+    const described = describeAclRefusal(message);
+    expect(described).toMatch(line);
+    expect(described).toContain("idunox-poller acl");
+  });
+
+  it("leaves other errors alone", () => {
+    expect(
+      describeAclRefusal("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    ).toBeNull();
+    expect(describeAclRefusal("Connection is closed.")).toBeNull();
   });
 });
