@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism, loadavg } from "node:os";
@@ -28,7 +29,9 @@ import {
  *   BENCH_SCALE=1m        also track 1,000,000 jobs (adds several minutes)
  *   BENCH_PROFILE=1       one more saturated daemon run under --cpu-prof, summarized
  *   BENCH_CONCURRENCY=8,32  the concurrencies of the saturated runs (default 8,32,128)
- *   BENCH_ONLY=a,b        run only these groups: ceiling, daemon, peers, scale, events
+ *   BENCH_ONLY=a,b        run only these groups: ceiling, daemon, peers, scale, events, realapi
+ *                         (realapi: replicas against a quota and a latency, bench/realapi.ts;
+ *                         REALAPI_* variables there; alone it is `npm run bench:realapi`)
  *   BENCH_REDIS_URL=...   default redis://127.0.0.1:6379
  *   BENCH_PRIVATE_REDIS=1 start a throwaway redis-server on a free port instead, so that other
  *                         clients of the shared Redis do not show up in its CPU and commandstats
@@ -238,6 +241,26 @@ async function profileDaemon(
   };
 }
 
+/**
+ * The real API scenario runs as its own process (bench/realapi.ts: its replicas, simulator and
+ * Redis figures are its own); its tables join this report.
+ */
+async function runRealApi(): Promise<string> {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(process.execPath, ["--import", "tsx", "bench/realapi.ts"], {
+    cwd: ROOT,
+    env: process.env,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let text = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    text += chunk.toString("utf8");
+  });
+  const [code] = (await once(child, "exit")) as [number | null];
+  if (code !== 0) throw new Error(`bench/realapi.ts exited with ${code}`);
+  return text;
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -268,6 +291,7 @@ async function main(): Promise<void> {
   const scaleRows: ScaleRow[] = [];
   let events: EventLatencyRow | null = null;
   let profile: Awaited<ReturnType<typeof profileDaemon>> = null;
+  let realApi: string | null = null;
   try {
     const run = async (kind: SubjectKind, c: number) => {
       log(`saturated: ${kind} at concurrency ${c} ...`);
@@ -299,6 +323,7 @@ async function main(): Promise<void> {
       log("profiling the saturated daemon ...");
       profile = await profileDaemon(ctx);
     }
+    if (wants("realapi")) realApi = await runRealApi();
   } finally {
     await fastSim.stop();
     await normalSim.stop();
@@ -310,6 +335,7 @@ async function main(): Promise<void> {
     throughput.find((r) => r.subject === "ceiling" && r.concurrency === c)?.pollsPerSec;
   const checks = targets(throughput, scaleRows, events);
   const out = [
+    ...(realApi === null ? [] : [realApi.trimEnd()]),
     "",
     `Saturated (${plan.saturatedJobs} tracked jobs, intervals 10 ms, window ${plan.windowMs / 1000} s)`,
     table(

@@ -3,10 +3,18 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pRetry from "p-retry";
 import type { Logger } from "pino";
 import { Pool } from "undici";
-import { ApiAuthError, ApiTransientError, classify, type ErrorKind, reasonOf } from "./errors.js";
+import {
+  ApiAuthError,
+  ApiTransientError,
+  classify,
+  type ErrorKind,
+  parseRetryAfter,
+  reasonOf,
+} from "./errors.js";
 import { type Answer, Exchange, type ExchangeLimits } from "./exchange.js";
 import { interpretAnswer, invalid, isJsonMediaType, MAX_JSON_DEPTH } from "./interpret.js";
 import type { PollOutcome, PollOutcomeKind } from "./outcome.js";
+import { parseRateLimitHeaders, type RateLimitAdvice } from "./ratelimit.js";
 
 export { MAX_JSON_DEPTH };
 
@@ -14,6 +22,22 @@ export interface AttemptInfo {
   outcome: PollOutcomeKind;
   status?: number;
   durationMs: number;
+}
+
+/**
+ * A permit per HTTP attempt (the shared request budget): taken before each request goes out,
+ * polls, retries and probes alike, and told what each answer said about the quota.
+ */
+export interface AttemptPermits {
+  /** Takes a permit if one is at hand, without waiting. */
+  tryTake(): boolean;
+  /** Waits for a permit; false when `signal` aborted first. */
+  acquire(signal?: AbortSignal): Promise<boolean>;
+  record(answer: {
+    status: number | undefined;
+    retryAfterMs?: number | undefined;
+    advice?: RateLimitAdvice | null;
+  }): void;
 }
 
 export interface JobsClientOptions {
@@ -32,6 +56,8 @@ export interface JobsClientOptions {
   logger?: Logger;
   onAttempt?: (info: AttemptInfo) => void;
   userAgent?: string;
+  /** The request budget; without it requests go out as soon as a connection is free. */
+  permits?: AttemptPermits;
 }
 
 // Only this shape is ever put in a path: nothing a producer wrote can steer the request elsewhere.
@@ -222,6 +248,33 @@ export class JobsClient {
    * deadline (`requestTimeoutMs` from now, checked by the sweep).
    */
   #exchange(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
+    const permits = this.#opts.permits;
+    if (permits === undefined) return this.#send(jobId, requestId, limits);
+    const heard = (answer: Answer): Answer => {
+      this.#heard(permits, answer);
+      return answer;
+    };
+    if (permits.tryTake()) return this.#send(jobId, requestId, limits).then(heard);
+    // Waiting for the budget ends with a shutdown (abortInFlight).
+    return permits.acquire(this.#stop.signal).then((granted) => {
+      if (!granted || this.#stop.signal.aborted) throw new ApiTransientError("aborted");
+      return this.#send(jobId, requestId, limits).then(heard);
+    });
+  }
+
+  /** What an answer tells the budget: a 429 and its Retry-After, and any rate-limit headers. */
+  #heard(permits: AttemptPermits, answer: Answer): void {
+    const now = Date.now();
+    const { status, headers } = answer;
+    permits.record({
+      status,
+      retryAfterMs: status === 429 ? parseRetryAfter(headers["retry-after"], now) : undefined,
+      advice: parseRateLimitHeaders(headers, now),
+    });
+  }
+
+  /** Sends one request now (see #exchange, which first takes its permit). */
+  #send(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
     const key = this.#readKey();
     // The sweep runs every tick, so the deadline is set one tick early: a request never
     // outlives its timeout (the loop's lease budget counts on that), and gets at least 95% of it.
@@ -316,8 +369,11 @@ function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {
   if (kind === "auth") return { kind, status: err instanceof ApiAuthError ? err.status : 0 };
   if (kind === "invalid") return invalid(reasonOf(err));
   const retryAfterMs = err instanceof ApiTransientError ? err.retryAfterMs : undefined;
+  // A 429 is the quota speaking, not the job failing: the poller hands the job back instead.
+  const throttled =
+    err instanceof ApiTransientError && err.status === 429 ? { throttled: true as const } : {};
   if (retryAfterMs !== undefined && retryAfterMs > 0 && !retryAfterHonoured) {
-    return { kind, reason: reasonOf(err), retryAfterMs };
+    return { kind, reason: reasonOf(err), retryAfterMs, ...throttled };
   }
-  return { kind, reason: reasonOf(err) };
+  return { kind, reason: reasonOf(err), ...throttled };
 }

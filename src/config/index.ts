@@ -63,6 +63,10 @@ export interface Config {
   intakeIntervalMs: number;
   claimBatch: number;
   idleWakeMs: number;
+  /** POLLER_RATE_LIMIT: requests/s for the key across every replica; 0 = no fixed limit. */
+  rateLimit: number;
+  /** POLLER_RATE_BURST as used: the limit (at least 1) when not set. */
+  rateBurst: number;
   replicaId: string;
   /** Lets an http:// API URL name a host that is not loopback; the daemon warns at start. */
   allowInsecureHttp: boolean;
@@ -170,6 +174,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `POLLER_KEY_PREFIX: a Redis Cluster needs a hash tag in the prefix, e.g. {idunox}:jobs:, got ${quote(s.keyPrefix)}`,
       );
     }
+  }
+
+  // The bucket holds one second of the limit unless told otherwise, and at least one permit.
+  if (s.rateBurst === 0 && s.rateLimit !== undefined) {
+    s.rateBurst = Math.max(1, Math.ceil(s.rateLimit));
   }
 
   // The key goes out in a header of every request: over plain HTTP anyone on the path reads it.

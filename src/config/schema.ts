@@ -217,6 +217,10 @@ export const SETTINGS = {
   // At most 1000: the claim script unpacks the batch into one Redis call.
   claimBatch: setting("POLLER_CLAIM_BATCH", "256", integer(1, 1000)),
   idleWakeMs: setting("POLLER_IDLE_WAKE_MS", "500", integer(10, 60_000)),
+  // Requests/s for the API key, shared by every replica on the prefix; 0: no fixed limit.
+  rateLimit: setting("POLLER_RATE_LIMIT", "0", decimal(0, 1_000_000)),
+  // The bucket of that budget; 0 stands for the default: the limit, at least 1 (see loadConfig).
+  rateBurst: setting("POLLER_RATE_BURST", "0", integer(0, 1_000_000)),
   replicaId: setting("POLLER_REPLICA_ID", () => `${hostname()}-${process.pid}`, replicaId),
   // For test rigs only: lets an http:// IDUNOX_API_URL point at a host that is not loopback.
   allowInsecureHttp: setting("POLLER_ALLOW_INSECURE_HTTP", "false", flag),

@@ -13,10 +13,12 @@ import {
 import { type Config, readApiKeyFile, redactedConfig } from "../config/index.js";
 import { coerceError } from "../lib/errors.js";
 import { createLogger, setSecretsForScrubbing } from "../log/logger.js";
+import { RequestBudget } from "../poller/budget.js";
 import type { DurationStats } from "../poller/duration-stats.js";
 import { Poller, type PollerSettings } from "../poller/loop.js";
 import { type Readiness, startHttpServer } from "../server/http.js";
 import { Metrics } from "../server/metrics.js";
+import { BudgetStore } from "../store/budget.js";
 import { connectRedis, type RedisClient, redisReady } from "../store/connection.js";
 import { DurationStore } from "../store/durations.js";
 import { Store } from "../store/store.js";
@@ -108,6 +110,21 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
   metrics.authOk.set(1);
   metrics.streamMaxLen.set(config.streamMaxLen);
 
+  // One budget for every HTTP attempt of this replica, shared with the others through Redis.
+  const budget = new RequestBudget({
+    source: new BudgetStore(redis, store.keys.budget),
+    settings: { limit: config.rateLimit, burst: config.rateBurst },
+    metrics: {
+      permits: metrics.budgetPermits,
+      waitSeconds: metrics.budgetWaitSeconds,
+      rate: metrics.budgetRate,
+      throttled: metrics.apiThrottled,
+      pauseSeconds: metrics.budgetPauseSeconds,
+      redisErrors: metrics.redisErrors,
+    },
+    logger,
+  });
+
   const client = new JobsClient({
     baseUrl: config.apiUrl,
     apiKey: () => apiKey,
@@ -118,6 +135,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     retryBudgetMs: retryBudgetMs(config),
     logger,
     onAttempt: (info) => metrics.requests.inc({ outcome: info.outcome }),
+    permits: budget,
   });
 
   const poller = new Poller({
@@ -126,6 +144,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
     settings: pollerSettings(config),
     logger,
     metrics,
+    budget,
     // Learning runs under either schedule (status shows what was learned, and switching to
     // predictive starts warm); only the predictive schedule lets decide read it.
     durationStore: new DurationStore(redis, store.keys.durations),
@@ -219,6 +238,7 @@ export async function startDaemon(config: Config, options: DaemonOptions = {}): 
         Promise.race([p.catch(() => {}), sleepMs(Math.max(0, deadline - Date.now()))]);
       await poller.stop();
       client.abortInFlight();
+      budget.close();
       await bounded(store.removeHeartbeat(config.replicaId));
       await bounded(client.close());
       await bounded(server?.close() ?? Promise.resolve());

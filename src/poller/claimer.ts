@@ -8,6 +8,8 @@ import type { RedisHealth } from "./redis-health.js";
 
 /** The claim queue covers this much polling at the recent pace (see queueDepth). */
 const CLAIM_COVER_MS = 5;
+/** No more is claimed than the request budget grants in this long (see run). */
+export const BUDGET_COVER_MS = 500;
 /** Retry delays of a failing claim. */
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 2000;
@@ -35,6 +37,8 @@ export interface ClaimerDeps {
   /** Called when a poll settles, so a waiting shutdown can look again. */
   onSlotFreed: () => void;
   metrics?: { polls?: { inc(labels: { outcome: string }, value?: number): void } };
+  /** How many requests the request budget grants within `horizonMs`; absent: no budget. */
+  affordable?: (horizonMs: number) => number;
 }
 
 /**
@@ -79,10 +83,19 @@ export class Claimer {
         continue;
       }
       // Keep enough claimed beyond the concurrency that workers never wait on Redis, and claim
-      // before the queue runs dry, in batches big enough to be worth a round trip.
-      const room =
+      // before the queue runs dry, in batches big enough to be worth a round trip. With a
+      // request budget, claim no more than it grants soon: under scarcity the rest waits in the
+      // schedule, most overdue first, rather than on a lease here.
+      let room =
         s.concurrency + this.queueDepth(this.deps.clock()) - this.queue.length - this.inFlight.size;
-      if (room < Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2)) {
+      let worth = Math.max(1, Math.min(s.claimBatch, s.concurrency) / 2);
+      if (this.deps.affordable !== undefined) {
+        // At least one: a job waiting is what makes the budget ask for the next permit.
+        const affordable = Math.max(1, Math.floor(this.deps.affordable(BUDGET_COVER_MS)));
+        room = Math.min(room, affordable - this.queue.length);
+        worth = Math.min(worth, Math.ceil(affordable / 2));
+      }
+      if (room < worth) {
         await this.wakeup.wait(s.idleWakeMs);
         continue;
       }

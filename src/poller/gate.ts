@@ -16,10 +16,10 @@ import type { JobsApi } from "./ports.js";
  *   aborts (shutdown).
  * - An input that closes by itself calls the `notifyClosed` it was given.
  *
- * Today the inputs are the auth pause (401/403 until a probe is accepted) and the circuit (a
- * streak of transient failures across jobs until a probe gets an answer). A request budget
- * shared by replicas fits as one more input: closed while the budget is spent or a shared 429
- * pause runs, `recover` waiting until it refills. Inputs are checked in the order given.
+ * The inputs are the auth pause (401/403 until a probe is accepted), the circuit (a streak of
+ * transient failures across jobs until a probe gets an answer) and, given to the constructor,
+ * the request budget's shared pause (`budget-gate.ts`: closed while a 429's Retry-After runs
+ * for any replica). Inputs are checked in the order given.
  */
 export interface GateInput {
   readonly name: string;
@@ -84,11 +84,15 @@ export class Gate {
     }
   }
 
-  /** Feeds the gate what a poll came to: 401/403 close it for everyone, transients count. */
+  /**
+   * Feeds the gate what a poll came to: 401/403 close it for everyone, transients count. A 429
+   * (throttled) says nothing about the API's health: the request budget's pause handles it.
+   */
   observe(outcome: PollOutcome): void {
     if (outcome.kind === "auth") this.auth.close(outcome.status);
-    else if (outcome.kind === "transient") this.circuit.recordFailure(outcome.reason);
-    else this.circuit.recordSuccess();
+    else if (outcome.kind === "transient") {
+      if (outcome.throttled !== true) this.circuit.recordFailure(outcome.reason);
+    } else this.circuit.recordSuccess();
   }
 
   /** True while the API key is accepted; false during an auth pause. */

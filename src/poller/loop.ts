@@ -4,6 +4,7 @@ import { shutdownPhases } from "../config/budgets.js";
 import { coerceError } from "../lib/errors.js";
 import { sleep, Wakeup } from "../lib/signal.js";
 import type { ClaimedJob } from "../store/store.js";
+import { BudgetPauseInput } from "./budget-gate.js";
 import { Claimer } from "./claimer.js";
 import { type Decision, decide } from "./decide.js";
 import { DurationStats } from "./duration-stats.js";
@@ -55,14 +56,18 @@ export class Poller {
     const phases = shutdownPhases(s.shutdownTimeoutMs);
     this.lifecycle = new Lifecycle(clock);
     this.health = new RedisHealth(logger, metrics);
-    this.gate = new Gate({
-      api: deps.api,
-      settings: s,
-      logger,
-      clock,
-      ...(metrics ? { metrics } : {}),
-      ...(deps.onAuthRetry ? { onAuthRetry: deps.onAuthRetry } : {}),
-    });
+    const budget = deps.budget;
+    this.gate = new Gate(
+      {
+        api: deps.api,
+        settings: s,
+        logger,
+        clock,
+        ...(metrics ? { metrics } : {}),
+        ...(deps.onAuthRetry ? { onAuthRetry: deps.onAuthRetry } : {}),
+      },
+      budget ? [(notify) => new BudgetPauseInput(budget, clock, notify)] : [],
+    );
     this.writer = new Writer({
       store: deps.store,
       health: this.health,
@@ -83,6 +88,7 @@ export class Poller {
       writerFull: () => this.writer.full,
       onSlotFreed: () => this.idle.fire(),
       ...(metrics ? { metrics } : {}),
+      ...(budget ? { affordable: (horizonMs: number) => budget.headroom(horizonMs, clock()) } : {}),
     });
     this.housekeeping = new Housekeeping({
       store: deps.store,
@@ -232,6 +238,14 @@ export class Poller {
     this.gate.observe(outcome);
     if (outcome.kind === "auth") {
       // The key is wrong for everyone: this job is handed back untouched, no event.
+      await this.claimer.handBack([job]);
+      return;
+    }
+    if (outcome.kind === "transient" && outcome.throttled === true) {
+      // The quota refused, not the job: no decision is written, so nothing counts towards
+      // poll_failed. The job goes back due now; the shared pause keeps every replica from
+      // claiming it again before the API wants.
+      m?.polls?.inc({ outcome: "throttled" });
       await this.claimer.handBack([job]);
       return;
     }

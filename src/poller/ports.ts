@@ -77,6 +77,19 @@ export interface PollerDeps {
   random?: () => number;
   /** Called before each auth probe, e.g. to re-read a rotated key file. */
   onAuthRetry?: () => void;
+  /** The request budget shared by every replica, as the Gate and the Claimer see it. */
+  budget?: BudgetView;
   /** Where learned phase durations are shared; without it nothing is learned (all backoff). */
   durationStore?: DurationSync;
+}
+
+/** What the loop sees of the request budget (`RequestBudget`, src/poller/budget.ts). */
+export interface BudgetView {
+  /** A shared pause (a 429) holds every request back until `pausedUntil`. */
+  paused(now: number): boolean;
+  readonly pausedUntil: number;
+  /** About how many requests may start within `horizonMs` (Infinity with no rate in force). */
+  headroom(horizonMs: number, now: number): number;
+  /** `listener` runs each time this replica hears of a new pause. */
+  onPause(listener: () => void): void;
 }

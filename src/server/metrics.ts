@@ -20,6 +20,7 @@ export const POLL_OUTCOMES = [
   "conflict",
   "handed_back",
   "not_written",
+  "throttled",
 ] as const;
 export type PollMetricOutcome = (typeof POLL_OUTCOMES)[number];
 
@@ -45,6 +46,11 @@ export class Metrics {
   readonly circuitOpen: Gauge;
   readonly streamMaxLen: Gauge;
   readonly storeStatsErrors: Counter;
+  readonly budgetPermits: Counter;
+  readonly budgetWaitSeconds: Counter;
+  readonly budgetRate: Gauge;
+  readonly budgetPauseSeconds: Counter;
+  readonly apiThrottled: Counter;
 
   private readonly collectStoreStats: (() => Promise<StoreStats>) | undefined;
   private readonly statsCacheMs: number;
@@ -147,6 +153,30 @@ export class Metrics {
       if (state !== undefined) this.inFlight.set(state.inFlight);
     });
     this.circuitOpen = gauge("api_circuit_open", "1 while API polling is paused.");
+    this.budgetRate = gauge(
+      "budget_rate",
+      "The shared request rate in force for the API key (requests/s); 0 while none is.",
+    );
+    this.budgetPermits = new Counter({
+      name: `${PREFIX}budget_permits_total`,
+      help: "Permits this replica took from the shared request budget: one per HTTP attempt.",
+      registers,
+    });
+    this.budgetWaitSeconds = new Counter({
+      name: `${PREFIX}budget_wait_seconds_total`,
+      help: "Time HTTP attempts of this replica waited for a permit, summed.",
+      registers,
+    });
+    this.budgetPauseSeconds = new Counter({
+      name: `${PREFIX}budget_pause_seconds_total`,
+      help: "Seconds of shared pause (after a 429, or a rate-limit header at 0) this replica observed.",
+      registers,
+    });
+    this.apiThrottled = new Counter({
+      name: `${PREFIX}api_throttled_total`,
+      help: "HTTP attempts the API answered with 429 Too Many Requests.",
+      registers,
+    });
     this.streamMaxLen = gauge(
       "stream_maxlen",
       "POLLER_STREAM_MAXLEN: the approximate cap of the streams, for consumer-lag alerts.",

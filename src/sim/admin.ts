@@ -71,6 +71,15 @@ const scriptSchema = z.strictObject({
 
 const apiKeySchema = z.strictObject({ apiKey: z.string().min(1) });
 
+/** `rate: null` removes the quota. */
+const quotaSchema = z.strictObject({
+  rate: z.number().gt(0).max(1_000_000).nullable(),
+  burst: z.int().min(1).max(1_000_000).optional(),
+  headers: z.boolean().optional(),
+});
+
+const latencySchema = z.strictObject({ ms: z.int().min(0).max(600_000) });
+
 const MAX_BODY_BYTES = 1024 * 1024;
 
 class BadRequest extends Error {
@@ -135,6 +144,15 @@ const ROUTES: Record<string, Route> = {
   },
   "POST reset-stats": async (sim) => {
     sim.resetStats();
+    return { ok: true };
+  },
+  "PUT quota": async (sim, req) => {
+    const { rate, ...rest } = await parse(req, quotaSchema);
+    sim.setQuota(rate === null ? null : { rate, ...rest });
+    return { ok: true };
+  },
+  "PUT latency": async (sim, req) => {
+    sim.setLatency((await parse(req, latencySchema)).ms);
     return { ok: true };
   },
   "PUT api-key": async (sim, req) => {

@@ -37,6 +37,10 @@ Options:
                     $IDUNOX_API_KEY_FILE names, or sim-key)
   --fast            benchmark mode: every uuid exists and is running
   --auto-create     unknown uuids get a random lifecycle on first sight
+  --quota N         requests/s the key may make (token bucket); beyond it 429 + Retry-After
+  --quota-burst N   bucket size of the quota (default: one second of it)
+  --rate-headers    send IETF RateLimit-Policy and RateLimit headers with the quota
+  --latency MS      every answer takes this long (default 0)
 Exit codes: 0 stopped by a signal, 1 failure, 2 usage.`;
 
 export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
@@ -50,6 +54,10 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
     json: { type: "boolean" },
     mix: { type: "string" },
     "api-key": { type: "string" },
+    quota: { type: "string" },
+    "quota-burst": { type: "string" },
+    "rate-headers": { type: "boolean" },
+    latency: { type: "string" },
   });
   if (values.help) {
     process.stdout.write(`${HELP}\n`);
@@ -58,6 +66,15 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
   const port = integer("port", values.port, DEFAULT_PORT, 0);
   const seed = integer("seed", values.seed, randomSeed(), 0);
   const jobs = integer("jobs", values.jobs, 0, 0);
+  const quota = integer("quota", values.quota, 0, 1);
+  const quotaBurst = integer("quota-burst", values["quota-burst"], quota, 1);
+  const latencyMs = integer("latency", values.latency, 0, 0);
+  if (
+    values.quota === undefined &&
+    (values["quota-burst"] !== undefined || values["rate-headers"])
+  ) {
+    throw new Error("--quota-burst and --rate-headers need --quota");
+  }
   const mix = values.mix ?? "scenarios";
   if (mix !== "scenarios" && mix !== "pipeline") {
     throw new Error("--mix must be scenarios or pipeline");
@@ -81,6 +98,10 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
     seed,
     fast: values.fast === true,
     autoCreate: values["auto-create"] === true,
+    ...(values.quota === undefined
+      ? {}
+      : { quota: { rate: quota, burst: quotaBurst, headers: values["rate-headers"] === true } }),
+    latencyMs,
     logger,
   });
   const jobIds = sim.addRandomJobs(jobs, mix);
@@ -93,6 +114,8 @@ export async function runSimulatorCli(argv: string[], env: NodeJS.ProcessEnv): P
       fast: values.fast === true,
       autoCreate: values["auto-create"] === true,
       jobs,
+      quota: values.quota === undefined ? null : quota,
+      latencyMs,
     },
     `idunox simulator listening on ${sim.url}`,
   );

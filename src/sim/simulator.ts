@@ -20,10 +20,12 @@ import {
 import { JSON_TYPE, sendJson, sendText } from "./http.js";
 import { createSimJob, jobAt, type SimJob, type SimJobSpec } from "./lifecycle.js";
 import { pipelineSpec } from "./mix.js";
+import { Quota, type QuotaSettings } from "./quota.js";
 import { createRng, type Rng, randomSeed } from "./random.js";
 
 export type { Faults } from "./faults.js";
 export type { SimJobSpec, SimStep } from "./lifecycle.js";
+export type { QuotaSettings } from "./quota.js";
 
 /**
  * Which lifecycles `addRandomJobs` draws. `scenarios`: the poller's edge cases (retries, dead
@@ -48,6 +50,10 @@ export interface SimulatorOptions {
   fast?: boolean;
   /** Unknown uuids get a random lifecycle on first sight (demo). */
   autoCreate?: boolean;
+  /** A quota for the key: beyond it, 429 with Retry-After (fast mode too). */
+  quota?: QuotaSettings;
+  /** Every answer on `/v1/jobs/` waits this long, like a real API across a network. */
+  latencyMs?: number;
   /** Drives every lifecycle; default Date.now. */
   clock?: () => number;
   logger?: Logger;
@@ -66,6 +72,8 @@ export type ScriptedResponse = {
 export interface SimulatorStats {
   /** Requests to `/v1/jobs/...` (the admin API is not counted). */
   requests: number;
+  /** Of those, refused with 429 by the quota (not by the rateLimit fault). */
+  throttled: number;
   byJob: Map<string, number>;
   maxConcurrentPerJob: number;
   /** Requests for a job that arrived while another for the same job was still open. */
@@ -80,6 +88,9 @@ export interface Simulator {
   setFaults(f: Faults, jobId?: string): void;
   clearFaults(): void;
   setApiKey(key: string): void;
+  /** null removes the quota. A new quota starts with a full bucket. */
+  setQuota(quota: QuotaSettings | null): void;
+  setLatency(ms: number): void;
   script(jobId: string, responses: ScriptedResponse[]): void;
   stats(): SimulatorStats;
   resetStats(): void;
@@ -126,7 +137,9 @@ class SimulatorServer implements Simulator {
   private readonly scripts = new Map<string, ScriptedResponse[]>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly open = new Map<string, number>();
-  private counters = { requests: 0, maxConcurrentPerJob: 0, overlapsPerJob: 0 };
+  private counters = { requests: 0, throttled: 0, maxConcurrentPerJob: 0, overlapsPerJob: 0 };
+  private quota: Quota | null = null;
+  private latencyMs = 0;
   private byJob = new Map<string, number>();
   private fastBody: { head: string; tail: string; length: number } | undefined;
   private closing: Promise<void> | undefined;
@@ -139,6 +152,8 @@ class SimulatorServer implements Simulator {
     // A separate stream, so turning faults on does not change which jobs a seed produces.
     this.faultRng = createRng(seed ^ 0x5bd1e995);
     if (opts.fast === true) this.fastBody = this.buildFastBody();
+    if (opts.quota !== undefined) this.setQuota(opts.quota);
+    this.setLatency(opts.latencyMs ?? 0);
     this.server = createServer((req, res) => this.route(req, res));
     this.server.keepAliveTimeout = 30_000;
     this.server.on("clientError", (_err, socket) => socket.destroy());
@@ -187,6 +202,15 @@ class SimulatorServer implements Simulator {
     this.apiKey = key;
   }
 
+  setQuota(quota: QuotaSettings | null): void {
+    this.quota = quota === null ? null : new Quota(quota, this.clock());
+  }
+
+  setLatency(ms: number): void {
+    if (!(ms >= 0)) throw new Error("latency must be 0 or more");
+    this.latencyMs = ms;
+  }
+
   script(jobId: string, responses: ScriptedResponse[]): void {
     const id = jobId.toLowerCase();
     this.scripts.set(id, [...(this.scripts.get(id) ?? []), ...responses]);
@@ -197,7 +221,7 @@ class SimulatorServer implements Simulator {
   }
 
   resetStats(): void {
-    this.counters = { requests: 0, maxConcurrentPerJob: 0, overlapsPerJob: 0 };
+    this.counters = { requests: 0, throttled: 0, maxConcurrentPerJob: 0, overlapsPerJob: 0 };
     this.byJob = new Map();
   }
 
@@ -268,9 +292,33 @@ class SimulatorServer implements Simulator {
     body: { head: string; tail: string; length: number },
   ): void {
     this.counters.requests++;
+    if (this.latencyMs > 0) {
+      void this.delay(this.latencyMs, res).then((wanted) => {
+        if (wanted) this.answerFast(req, res, url, body);
+      });
+      return;
+    }
+    this.answerFast(req, res, url, body);
+  }
+
+  private answerFast(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    body: { head: string; tail: string; length: number },
+  ): void {
     if (!this.authorized(req)) {
       sendJson(res, 401, UNAUTHORIZED);
       return;
+    }
+    let quotaHeaders: Record<string, string> | undefined;
+    if (this.quota !== null) {
+      const verdict = this.quota.take(this.clock());
+      if (!verdict.ok) {
+        this.throttle(res, verdict.retryAfterS, verdict.headers);
+        return;
+      }
+      quotaHeaders = verdict.headers;
     }
     const id = url.length === JOBS_PATH.length + UUID_LENGTH ? url.slice(JOBS_PATH.length) : "";
     if (!isLowercaseUuid(id)) {
@@ -279,6 +327,7 @@ class SimulatorServer implements Simulator {
     }
     const requestId = req.headers["x-request-id"];
     const headers: Record<string, string | number> = {
+      ...quotaHeaders,
       "content-type": JSON_TYPE,
       "content-length": body.length,
     };
@@ -298,8 +347,16 @@ class SimulatorServer implements Simulator {
     const raw = pathId(url);
     const jobId = isJobId(raw) ? raw.toLowerCase() : null;
     this.track(jobId, res);
+    if (this.latencyMs > 0 && !(await this.delay(this.latencyMs, res))) return;
 
     if (!this.authorized(req)) return sendJson(res, 401, UNAUTHORIZED, echo);
+
+    if (this.quota !== null) {
+      const verdict = this.quota.take(this.clock());
+      if (!verdict.ok)
+        return this.throttle(res, verdict.retryAfterS, { ...echo, ...verdict.headers });
+      Object.assign(echo, verdict.headers);
+    }
 
     const scripted = jobId === null ? undefined : this.scripts.get(jobId)?.shift();
     if (scripted !== undefined) return this.serveScripted(res, scripted, echo);
@@ -356,6 +413,21 @@ class SimulatorServer implements Simulator {
       case null:
         return sendJson(res, 200, body, echo);
     }
+  }
+
+  /** The quota's refusal, as a gateway sends it. */
+  private throttle(
+    res: ServerResponse,
+    retryAfterS: number,
+    headers: Record<string, string>,
+  ): void {
+    this.counters.throttled++;
+    sendJson(
+      res,
+      429,
+      { error: "rate_limited", message: "Too many requests for this API key" },
+      { ...headers, "retry-after": String(retryAfterS) },
+    );
   }
 
   private lookup(jobId: string): SimJob | undefined {

@@ -38,6 +38,8 @@ export interface Keys {
   rejectSeq: string;
   /** Replica id -> heartbeat JSON (auth state, leases), for `status` and operators. */
   replicas: string;
+  /** The request budget shared by every replica (takePermits). */
+  budget: string;
   /** "<type>|<phase>" -> learned phase-duration histogram (predictive schedule). */
   durations: string;
 }
@@ -58,6 +60,7 @@ export function keysFor(prefix: string): Keys {
     finals: `${prefix}finals`,
     rejectSeq: `${prefix}rejected:seq`,
     replicas: `${prefix}replicas`,
+    budget: `${prefix}budget`,
     durations: `${prefix}durations`,
   };
 }

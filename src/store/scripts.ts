@@ -18,6 +18,7 @@ export const SCRIPT_NAMES = [
   "releaseLeases",
   "rejectMember",
   "expireStates",
+  "takePermits",
   "mergeDurations",
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

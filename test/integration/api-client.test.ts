@@ -291,6 +291,7 @@ describe("JobsClient.poll", () => {
       kind: "transient",
       reason: "http 429",
       retryAfterMs: 7000,
+      throttled: true,
     });
     expect(await makeClient(auth.url, opts).client.probeAuth()).toBe("auth");
   });

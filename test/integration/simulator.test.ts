@@ -306,6 +306,57 @@ describe("simulator (normal mode)", () => {
     });
   });
 
+  describe("quota and latency", () => {
+    it("answers 429 with Retry-After beyond the key's quota, and counts it", async () => {
+      const id = sim.addJob();
+      sim.setQuota({ rate: 2, burst: 2 });
+      validJob(await getJob(sim, id));
+      validJob(await getJob(sim, id));
+      const refused = await getJob(sim, id);
+      expect(refused.status).toBe(429);
+      expect(refused.headers["retry-after"]).toBe("1");
+      expect(JSON.parse(refused.text)).toMatchObject({ error: "rate_limited" });
+      now += 500;
+      validJob(await getJob(sim, id));
+      expect(sim.stats()).toMatchObject({ requests: 4, throttled: 1 });
+      sim.setQuota(null);
+      for (let i = 0; i < 5; i++) validJob(await getJob(sim, id));
+    });
+
+    it("sends the IETF rate-limit headers when asked", async () => {
+      const id = sim.addJob();
+      sim.setQuota({ rate: 3, headers: true });
+      const first = await getJob(sim, id);
+      expect(first.headers["ratelimit-policy"]).toBe('"quota";q=3;w=1');
+      expect(first.headers["ratelimit"]).toBe('"quota";r=2;t=0');
+      await getJob(sim, id);
+      await getJob(sim, id);
+      const refused = await getJob(sim, id);
+      expect(refused.status).toBe(429);
+      expect(refused.headers["ratelimit"]).toBe('"quota";r=0;t=1');
+    });
+
+    it("a wrong key is refused before it spends the quota", async () => {
+      const id = sim.addJob();
+      sim.setQuota({ rate: 1, burst: 1 });
+      expect((await getJob(sim, id, { key: "wrong" })).status).toBe(401);
+      validJob(await getJob(sim, id));
+    });
+
+    it("delays every answer by the latency: requests overlap instead of queueing", async () => {
+      const id = sim.addJob();
+      sim.setLatency(400);
+      const t0 = performance.now();
+      const first = getJob(sim, id);
+      await until(() => sim.stats().requests === 1);
+      const second = getJob(sim, id);
+      validJob(await first);
+      validJob(await second);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(400);
+      expect(sim.stats()).toMatchObject({ requests: 2, overlapsPerJob: 1 });
+    });
+  });
+
   it("serves scripted responses in order, then goes back to the lifecycle", async () => {
     const id = sim.addJob();
     sim.script(id, [
@@ -340,6 +391,7 @@ describe("simulator (normal mode)", () => {
     sim.resetStats();
     expect(sim.stats()).toEqual({
       requests: 0,
+      throttled: 0,
       byJob: new Map(),
       maxConcurrentPerJob: 0,
       overlapsPerJob: 0,
@@ -405,6 +457,33 @@ describe("admin API over HTTP", () => {
     expect(sim.stats().requests).toBe(0);
   });
 
+  it("sets and removes the quota and the latency", async () => {
+    const id = sim.addJob();
+    const put = (path: string, body: unknown) => call(sim, path, { method: "PUT", body });
+    expect((await put("/__sim/quota", { rate: 1, burst: 1, headers: true })).status).toBe(200);
+    expect((await getJob(sim, id)).headers["ratelimit-policy"]).toBe('"quota";q=1;w=1');
+    expect((await getJob(sim, id)).status).toBe(429);
+    const stats = JSON.parse((await call(sim, "/__sim/stats")).text) as { throttled: number };
+    expect(stats.throttled).toBe(1);
+    expect((await put("/__sim/quota", { rate: null })).status).toBe(200);
+    validJob(await getJob(sim, id));
+    expect((await put("/__sim/latency", { ms: 300 })).status).toBe(200);
+    const t0 = performance.now();
+    validJob(await getJob(sim, id));
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(300);
+    expect((await put("/__sim/latency", { ms: 0 })).status).toBe(200);
+    for (const [path, body, field] of [
+      ["/__sim/quota", { rate: 0 }, "rate"],
+      ["/__sim/quota", { rate: 5, burst: 0 }, "burst"],
+      ["/__sim/quota", { rate: 5, header: true }, "unrecognized_keys"],
+      ["/__sim/latency", { ms: -1 }, "ms"],
+    ] as const) {
+      const bad = await put(path, body);
+      expect(bad.status).toBe(400);
+      expect(bad.text).toContain(field);
+    }
+  });
+
   it("rotates the key", async () => {
     await call(sim, "/__sim/api-key", { method: "PUT", body: { apiKey: "next" } });
     expect((await call(sim, "/__sim/stats", { key: "next" })).status).toBe(200);
@@ -438,6 +517,18 @@ describe("fast mode", () => {
       { numRuns: 50 },
     );
     expect(sim.stats().requests).toBe(50);
+  });
+
+  it("applies the quota and the latency to the fast path too", async () => {
+    const id = randomUUID();
+    sim.setQuota({ rate: 0.5, burst: 2 });
+    sim.setLatency(200);
+    const t0 = performance.now();
+    const answers = await Promise.all([getJob(sim, id), getJob(sim, id), getJob(sim, id)]);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(200);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 429]);
+    expect(answers.find((a) => a.status === 429)?.headers["retry-after"]).toBe("2");
+    expect(sim.stats()).toMatchObject({ requests: 3, throttled: 1 });
   });
 
   it("still checks the key and the id, and echoes x-request-id", async () => {
@@ -493,6 +584,54 @@ describe("runSimulatorCli as a process", () => {
 
     await until(() => stderr.includes("listening"));
     expect(stderr).not.toContain("cli-key");
+    proc.kill("SIGTERM");
+    const [code] = (await once(proc, "exit")) as [number | null];
+    expect(code).toBe(0);
+  });
+
+  it("takes --quota, --rate-headers and --latency", async () => {
+    const script =
+      "import('./src/sim/cli.ts').then((m) => m.runSimulatorCli(process.argv.slice(1), process.env))";
+    const proc = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "-e",
+        script,
+        "--",
+        "--port",
+        "0",
+        "--jobs",
+        "1",
+        "--json",
+        "--quota",
+        "1",
+        "--rate-headers",
+        "--latency",
+        "150",
+      ],
+      { cwd: process.cwd(), env: { ...process.env, IDUNOX_API_KEY: "cli-key", LOG_LEVEL: "warn" } },
+    );
+    child = proc;
+    const [line] = (await once(createInterface({ input: proc.stdout }), "line")) as [string];
+    const { url, jobIds } = JSON.parse(line) as { url: string; jobIds: string[] };
+    const get = async () => {
+      const res = await request(`${url}/v1/jobs/${jobIds[0]}`, {
+        headers: { "x-api-key": "cli-key" },
+        dispatcher: agent,
+      });
+      await res.body.dump();
+      return res;
+    };
+    const t0 = performance.now();
+    const first = await get();
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(150);
+    expect(first.statusCode).toBe(200);
+    expect(first.headers["ratelimit-policy"]).toBe('"quota";q=1;w=1');
+    const second = await get();
+    expect(second.statusCode).toBe(429);
+    expect(second.headers["retry-after"]).toBe("1");
     proc.kill("SIGTERM");
     const [code] = (await once(proc, "exit")) as [number | null];
     expect(code).toBe(0);

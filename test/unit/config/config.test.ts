@@ -68,6 +68,8 @@ describe("defaults", () => {
       intakeIntervalMs: 100,
       claimBatch: 256,
       idleWakeMs: 500,
+      rateLimit: 0,
+      rateBurst: 1,
       replicaId: `${hostname()}-${process.pid}`,
       allowInsecureHttp: false,
     };
@@ -471,6 +473,36 @@ describe("config file", () => {
       POLLER_CONFIG_FILE: examplePath.pathname,
     });
     expect(fromExample).toEqual(loadConfig({ IDUNOX_API_KEY: KEY }));
+  });
+});
+
+describe("the request budget settings", () => {
+  it("default to no fixed limit and a bucket of one", () => {
+    expect(loadConfig({ IDUNOX_API_KEY: KEY })).toMatchObject({ rateLimit: 0, rateBurst: 1 });
+  });
+
+  it("default the bucket to the limit, rounded up, and keep an explicit one", () => {
+    expect(loadConfig({ IDUNOX_API_KEY: KEY, POLLER_RATE_LIMIT: "200" })).toMatchObject({
+      rateLimit: 200,
+      rateBurst: 200,
+    });
+    expect(loadConfig({ IDUNOX_API_KEY: KEY, POLLER_RATE_LIMIT: "0.5" })).toMatchObject({
+      rateLimit: 0.5,
+      rateBurst: 1,
+    });
+    expect(
+      loadConfig({ IDUNOX_API_KEY: KEY, POLLER_RATE_LIMIT: "200", POLLER_RATE_BURST: "20" }),
+    ).toMatchObject({ rateLimit: 200, rateBurst: 20 });
+  });
+
+  it.each([
+    ["POLLER_RATE_LIMIT", "-1", "a number from 0 to 1000000"],
+    ["POLLER_RATE_LIMIT", "2000000", "a number from 0 to 1000000"],
+    ["POLLER_RATE_LIMIT", "fast", "a number from 0 to 1000000"],
+    ["POLLER_RATE_BURST", "1.5", "an integer from 0 to 1000000"],
+    ["POLLER_RATE_BURST", "-2", "an integer from 0 to 1000000"],
+  ])("refuses %s=%s", (name, value, expected) => {
+    expect(problemFor({ IDUNOX_API_KEY: KEY, [name]: value }, name)).toContain(expected);
   });
 });
 
