@@ -80,10 +80,12 @@ describe("run: shutdown on real signals", () => {
   it.each(["SIGTERM", "SIGINT"] as const)(
     "%s with polls in flight: exits 0, holds no lease, loses nothing; a restart finishes once",
     async (signal) => {
-      const jobs = addJobs();
       // Every answer takes 1.5 s, so the signal lands while each job's poll is open.
       sim.setFaults({ slow: 1, slowMs: 1_500 });
       const first = await startRun("r1");
+      // Created only once the daemon runs: a slow start must not eat the jobs' running time,
+      // or they would already be final at their first poll.
+      const jobs = addJobs();
       await redis.sadd(`${prefix}pending`, ...jobs);
       await waitFor(() => sim.stats().byJob.size === JOBS, { what: "a poll in flight per job" });
       expect(await redis.hexists(`${prefix}replicas`, "r1")).toBe(1);
