@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import pRetry from "p-retry";
 import type { Logger } from "pino";
@@ -93,6 +94,10 @@ export class JobsClient {
   readonly #probeLimits: ExchangeLimits;
 
   constructor(opts: JobsClientOptions) {
+    // Every request waiting for a permit or a retry listens on this one signal, and removes its
+    // listener when the wait ends: up to the concurrency at once, more than Node's default
+    // warning threshold of 10, and no leak.
+    setMaxListeners(0, this.#stop.signal);
     const url = new URL(opts.baseUrl);
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       throw new Error("JobsClient: baseUrl must be an http or https URL");

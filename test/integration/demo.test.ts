@@ -71,6 +71,7 @@ describe("demo without a Redis", () => {
       expect(existsSync(own.dir)).toBe(false);
       expect(p.stderr()).not.toMatch(/^\s+at /m);
       expect(p.stderr()).not.toContain("Unhandled error event");
+      expect(p.stderr()).not.toContain("MaxListenersExceededWarning");
     } finally {
       if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
     }
