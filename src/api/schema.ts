@@ -159,5 +159,5 @@ export function describeIssues(error: z.ZodError, max = 5): string {
   return parts.join("; ");
 }
 
-// The job-id rule lives with the pending-set rules, free of zod, for the client library.
-export { isJobId, JOB_ID_PATTERN } from "../poller/members.js";
+// The job-id rule is a dependency-free leaf (the client library loads it without zod).
+export { isJobId, JOB_ID_PATTERN } from "../lib/job-id.js";

@@ -1,6 +1,6 @@
 import { isJobId } from "../api/schema.js";
 import { SETTINGS } from "../config/schema.js";
-import type { DurationSnapshot } from "../poller/durations.js";
+import { DurationSnapshot } from "../poller/durations.js";
 import { explainSchedule, type IntervalBounds } from "../poller/schedule.js";
 import { DurationStore } from "../store/durations.js";
 import { EXIT, parseCommandArgs, UsageError } from "./common.js";
@@ -93,7 +93,9 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       const now = Date.now();
       const { predictive, bounds } = scheduleSettings();
       const snapshot = predictive
-        ? await new DurationStore(redis, store.keys.durations).read()
+        ? new DurationSnapshot(
+            (await new DurationStore(redis, store.keys.durations).read()).histograms,
+          )
         : null;
       let why: string;
       if (job.dueAt === null) why = "not scheduled: done with (final, not found or untracked)";
@@ -143,7 +145,11 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
       rejected: stats.rejected,
       consumerGroups: stats.groups,
       replicas,
-      learnedDurations: learned(await new DurationStore(redis, store.keys.durations).read()),
+      learnedDurations: learned(
+        new DurationSnapshot(
+          (await new DurationStore(redis, store.keys.durations).read()).histograms,
+        ),
+      ),
     });
     return EXIT.ok;
   });

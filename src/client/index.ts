@@ -18,7 +18,7 @@ export type {
   StatusChangedData,
 } from "../events/types.js";
 export { EVENT_KINDS } from "../events/types.js";
-export { isJobId } from "../poller/members.js";
+export { isJobId } from "../lib/job-id.js";
 export { type ClientOptions, createClient, type JobPollerClient } from "./client.js";
 export {
   ClientError,

@@ -1,6 +1,6 @@
 import { entryFields } from "../events/cloudevents.js";
 import type { CloudEvent } from "../events/types.js";
-import { isJobId } from "../poller/members.js";
+import { isJobId } from "../lib/job-id.js";
 import { isFinal } from "../poller/rules.js";
 import type { Keys } from "../store/keys.js";
 import {

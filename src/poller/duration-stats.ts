@@ -1,13 +1,14 @@
 import type { Logger } from "pino";
 import { coerceError } from "../lib/errors.js";
 import { sleep } from "../lib/signal.js";
+import type { StoredDurations } from "../store/duration-codec.js";
 import { SampleBatch } from "../store/durations.js";
 import { DurationSnapshot } from "./durations.js";
 import type { DurationSample } from "./schedule.js";
 
 /** The one store call this part needs: publish a batch, get everything back. */
 export interface DurationSync {
-  mergeAndRead(batch: SampleBatch, now: number): Promise<DurationSnapshot>;
+  mergeAndRead(batch: SampleBatch, now: number): Promise<StoredDurations>;
 }
 
 export interface DurationStatsDeps {
@@ -82,7 +83,9 @@ export class DurationStats {
     const batch = this.pending;
     this.pending = new SampleBatch();
     try {
-      this.current = await this.deps.store.mergeAndRead(batch, this.clock());
+      this.current = new DurationSnapshot(
+        (await this.deps.store.mergeAndRead(batch, this.clock())).histograms,
+      );
       this.deps.onSync?.(true);
       return true;
     } catch (err) {

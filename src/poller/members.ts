@@ -2,15 +2,13 @@
  * What the daemon accepts as a job id in the pending set. The intake script applies the same
  * rule in Lua (the intake script); the library's `track()` and the CLI use these, so a producer is
  * told at once what the daemon would reject. No dependencies: the client library imports this.
+ * The id shape itself is shared and dependency-free (`src/lib/job-id.ts`); these are the
+ * pending-set rules on top.
  */
 
-/** A pending-set member names a job when it has the UUID shape, in any case. */
-export const JOB_ID_PATTERN =
-  /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+import { isJobId } from "../lib/job-id.js";
 
-export function isJobId(member: string): boolean {
-  return member.length === 36 && JOB_ID_PATTERN.test(member);
-}
+export { isJobId, JOB_ID_PATTERN } from "../lib/job-id.js";
 
 /** Why a pending-set member is not a job id, in a few fixed words (never the member itself). */
 export function rejectionReason(member: string): string {

@@ -1,4 +1,5 @@
 import type { Job, JobStatus, JobType } from "../api/schema.js";
+import type { DurationSample } from "../store/duration-codec.js";
 import {
   type DurationSnapshot,
   MAX_SAMPLE_MS,
@@ -32,11 +33,8 @@ import {
  * history (the tail holds less than one sample's weight: nothing is known there).
  */
 
-export interface DurationSample {
-  type: JobType;
-  phase: Phase;
-  ms: number;
-}
+// The sample is what the store merges, so its type lives with the stored form.
+export type { DurationSample } from "../store/duration-codec.js";
 
 /** The phase a status belongs to; null for statuses whose end is not learned. */
 export function phaseOf(status: JobStatus | null): Phase | null {

@@ -1,14 +1,14 @@
+import type { RedisClient } from "./connection.js";
 import {
   BUCKETS,
   bucketOf,
   DECAY,
-  type DurationSnapshot,
+  type DurationSample,
   distributionKey,
+  histogramsFromHash,
   MAX_SAMPLE_MS,
-  snapshotFromHash,
-} from "../poller/durations.js";
-import type { DurationSample } from "../poller/schedule.js";
-import type { RedisClient } from "./connection.js";
+  StoredDurations,
+} from "./duration-codec.js";
 import { loadScriptSources } from "./scripts.js";
 
 /**
@@ -84,14 +84,14 @@ export class DurationStore {
   }
 
   /** Merges `batch` (which may be empty) and returns the statistics as they now stand. */
-  async mergeAndRead(batch: SampleBatch, now: number): Promise<DurationSnapshot> {
+  async mergeAndRead(batch: SampleBatch, now: number): Promise<StoredDurations> {
     const flat = await this.merge(this.key, now, BUCKETS, DECAY, ...batch.toArgs());
     const hash: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) hash[flat[i] as string] = flat[i + 1] as string;
-    return snapshotFromHash(hash);
+    return new StoredDurations(histogramsFromHash(hash));
   }
 
-  async read(): Promise<DurationSnapshot> {
-    return snapshotFromHash(await this.redis.hgetall(this.key));
+  async read(): Promise<StoredDurations> {
+    return new StoredDurations(histogramsFromHash(await this.redis.hgetall(this.key)));
   }
 }

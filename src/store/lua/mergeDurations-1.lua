@@ -1,7 +1,7 @@
 --[[
   Merges a batch of learned phase durations into the shared statistics, and returns all of them,
   so that one round trip both publishes this replica's samples and refreshes its snapshot.
-  Each field is a decaying histogram on a fixed log grid (src/poller/durations.ts holds the same
+  Each field is a decaying histogram on a fixed log grid (src/store/duration-codec.ts holds the same
   arithmetic and the layout): the weights held decay once per new sample, then every new sample
   adds 1 to its bucket. A value this version cannot read is started afresh rather than trusted.
 
