@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { coerceError } from "../lib/errors.js";
+import { describeAclRefusal } from "../store/acl.js";
 
 export interface RedisHealthMetrics {
   redisErrors?: { inc(labels: { op: string }): void };
@@ -55,10 +56,15 @@ export class RedisHealth {
     if (number < this.decidedBy) return;
     this.decidedBy = number;
     if (!ok) {
-      this.lastError = coerceError(err).message;
+      const error = coerceError(err);
+      // An ACL refusal is not an outage that waiting cures: say which rule is missing and how
+      // to get it, in the log and in readiness, next to Redis's own words.
+      const fix = describeAclRefusal(error.message);
+      this.lastError = fix === null ? error.message : `${error.message} (${fix})`;
       if (this.ok) {
         const live = this.connectionUp();
-        this.log[live ? "error" : "debug"]({ err: coerceError(err), op }, "redis call failed");
+        const fields = fix === null ? { err: error, op } : { err: error, op, fix };
+        this.log[live ? "error" : "debug"](fields, "redis call failed");
         this.failureLogged = live;
       }
     } else if (!this.ok) {

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config/index.js";
 import { pollerSettings } from "../../../src/daemon/daemon.js";
 import { type JobsApi, Poller, type PollerStore } from "../../../src/poller/loop.js";
+import { RedisHealth } from "../../../src/poller/redis-health.js";
 import type { ClaimResult, IntakeResult } from "../../../src/store/store.js";
 
 /** A promise whose settling the test decides. */
@@ -80,5 +81,32 @@ describe("Poller: Redis health", () => {
       for (const d of [...claims, ...intakes]) d.resolve(undefined as never);
       await poller.stop();
     }
+  });
+});
+
+describe("RedisHealth: ACL refusals", () => {
+  it("names the missing permission and the fix in readiness and in the one error line", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const health = new RedisHealth(log);
+    const refusal = new Error("NOPERM User consumer has no permissions to run the 'hset' command");
+    await expect(health.run("apply", () => Promise.reject(refusal))).rejects.toBe(refusal);
+    const { ok, reason } = health.state;
+    expect(ok).toBe(false);
+    expect(reason).toMatch(
+      /^NOPERM User consumer .*'hset' command \(Redis refused the command HSET/,
+    );
+    expect(reason).toContain("idunox-poller acl");
+    const failed = lines.filter((l) => l["msg"] === "redis call failed");
+    expect(failed).toHaveLength(1);
+    expect(failed[0]?.["fix"]).toMatch(/HSET .*idunox-poller acl/);
+  });
+
+  it("leaves other failures as Redis said them", async () => {
+    const health = new RedisHealth(pino({ level: "silent" }));
+    await expect(
+      health.run("claim", () => Promise.reject(new Error("Connection is closed."))),
+    ).rejects.toThrow();
+    expect(health.state.reason).toBe("Connection is closed.");
   });
 });
