@@ -164,6 +164,21 @@ describe("takePermits: the adaptive rate", () => {
     expect(again.rate).toBeCloseTo(160, 0);
   });
 
+  it("sets no rate from a trickle: a 429 among a few requests only pauses", async () => {
+    // A quiet daemon (3 requests/s) meets a stray 429: cutting to 0.8 of that trickle would
+    // starve its own demand, and the additive increase would take minutes to undo it.
+    await second(T0, 3, 1);
+    await second(T0 + 1000, 3, 1);
+    const hit = await budget.take(req(T0 + 2050, 1, { throttled: true, pauseMs: 500, ok: 1 }));
+    expect(hit.rate).toBeNull();
+    expect(hit.granted).toBe(0);
+    expect(hit.pauseUntil).toBe(T0 + 2550);
+    // After the pause, permits flow with no rate in force.
+    const after = await budget.take(req(T0 + 2600, 5));
+    expect(after.granted).toBe(5);
+    expect(after.rate).toBeNull();
+  });
+
   it("cuts a rate in force by 0.8 per burst of 429s, never below 0.1/s", async () => {
     await budget.take(req(T0, 0, { headerRate: 100 }));
     const first = await budget.take(req(T0 + 10, 0, { throttled: true, pauseMs: 0 }));

@@ -15,7 +15,9 @@
 
   AIMD: the first 429 of a burst cuts the rate to BETA times the rate in force (with none in
   force yet, or one far above what got through, BETA times the rate of answers that did get
-  through); later 429s of the same burst (until `guard`) cut nothing. While answers arrive
+  through, provided at least MIN_EVIDENCE requests were sent or answered in the last second:
+  below that a 429 pauses but sets no rate from the trickle); later 429s of the same burst
+  (until `guard`) cut nothing. While answers arrive
   without 429 and demand exceeds the rate (a take fell short within STARVED_MS), the rate
   grows by ALPHA * base per second, `base` being the rate set at the last cut: a straight line,
   so the rate spends most of its time just under the rate the API accepts.
@@ -58,6 +60,9 @@ local STARVED_MS = 1000
 local WINDOW_MS = 1000
 local MAX_PAUSE_MS = 3600000
 local MAX_RESERVE_MS = 1000
+-- Requests sent (or answered) in the last second across the replicas, below which a 429 sets
+-- no rate from them.
+local MIN_EVIDENCE = 20
 
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
@@ -108,12 +113,19 @@ elseif throttled and now >= guard then
   local span = math.max(now - w, 100)
   local through = pok or (wok * 1000 / span)
   local sent = psent or (wsent * 1000 / span)
+  -- What got through is the API's measure only when the replicas sent enough to meet a limit.
+  -- A 429 among a handful of requests (a quiet daemon, a stray 429) names no rate: cutting to
+  -- that trickle would starve the daemon's own demand and recover at a trickle's pace.
+  -- Counted, not extrapolated: a window only just begun would turn three answers into 30/s.
+  local loaded = math.max(psent or wsent, pok or wok) >= MIN_EVIDENCE
   local from = rate
   if from == nil and limit > 0 then from = limit end
-  if through > 0 and (from == nil or from > 2 * through) then from = through end
-  if from == nil then from = sent end
-  rate = math.max(MIN_RATE, capped(from) * BETA)
-  base = rate
+  if loaded and through > 0 and (from == nil or from > 2 * through) then from = through end
+  if from == nil and loaded then from = sent end
+  if from ~= nil then
+    rate = math.max(MIN_RATE, capped(from) * BETA)
+    base = rate
+  end
   guard = now + math.min(pauseMs, MAX_PAUSE_MS) + GUARD_MS
   grow = now
 elseif ok > 0 and not throttled and rate ~= nil and now >= guard then
