@@ -60,11 +60,12 @@ describe("duration histogram", () => {
           for (const q of [0.5, 0.9] as const) {
             const truth = median * Math.exp(sigma * Z[q]);
             // The decay keeps an effective sample of about 2 x DECAY_WINDOW (exponential
-            // weights), whatever the number of draws: allow three standard errors of a quantile
-            // of that many draws, plus 4% for the grid's interpolation.
+            // weights), whatever the number of draws: allow 4.5 standard errors of a quantile of
+            // that many draws (80 checks per run: at 3 a correct estimator failed one run in
+            // five), plus 4% for the grid's interpolation.
             const density = Math.exp(-(Z[q] ** 2) / 2) / Math.sqrt(2 * Math.PI);
             const se = (sigma * Math.sqrt((q * (1 - q)) / (2 * DECAY_WINDOW))) / density;
-            expect(Math.abs(Math.log(d.quantile(q) / truth))).toBeLessThan(3 * se + 0.04);
+            expect(Math.abs(Math.log(d.quantile(q) / truth))).toBeLessThan(4.5 * se + 0.04);
           }
           // The survival function agrees with the quantiles it came from.
           expect(d.survival(d.quantile(0.9))).toBeCloseTo(0.1, 2);
