@@ -32,8 +32,8 @@ export interface AttemptInfo {
 export interface AttemptPermits {
   /** Takes a permit if one is at hand, without waiting. */
   tryTake(): boolean;
-  /** Waits for a permit; false when `signal` aborted first. */
-  acquire(signal?: AbortSignal): Promise<boolean>;
+  /** Waits for a permit; false when `signal` aborted or `timeoutMs` passed first. */
+  acquire(signal?: AbortSignal, timeoutMs?: number): Promise<boolean>;
   record(answer: {
     status: number | undefined;
     retryAfterMs?: number | undefined;
@@ -70,6 +70,12 @@ const HEADER_SAFE_KEY = /^[\x21-\x7e]+$/;
 const DRAIN_LIMIT_BYTES = 64 * 1024;
 const MIN_BACKOFF_MS = 100;
 const ABORTED: PollOutcome = Object.freeze({ kind: "transient", reason: "aborted" });
+const NO_PERMIT_ERROR = () => new ApiTransientError("no request permit in time", { unsent: true });
+
+/** Worth another attempt within the poll: transient, and not left unsent by the budget. */
+function retryable(err: unknown): boolean {
+  return classify(err) === "transient" && !(err instanceof ApiTransientError && err.unsent);
+}
 
 /**
  * The Jobs API over one keep-alive undici Pool. `poll` never throws for anything the API or the
@@ -135,12 +141,14 @@ export class JobsClient {
     const started = performance.now();
     // Fast path: most polls succeed at once, and p-retry's bookkeeping per call is measurable at
     // thousands of polls per second, so the first attempt runs on its own.
+    // A permit may be waited for until the last moment a request can still end inside the poll.
+    const permitBy = started + budgetMs;
     let first: unknown;
     try {
-      return await this.#attempt(jobId, false);
+      return await this.#attempt(jobId, false, permitBy);
     } catch (err) {
       if (this.#stop.signal.aborted) return ABORTED;
-      if (this.#opts.retries === 0 || classify(err) !== "transient") return toOutcome(err, false);
+      if (this.#opts.retries === 0 || !retryable(err)) return toOutcome(err, false);
       first = err;
     }
     // The Retry-After we already slept through; it must not be handed to the poller again.
@@ -155,14 +163,14 @@ export class JobsClient {
       if (firstWait > budgetMs - (performance.now() - started)) return toOutcome(first, false);
       await sleep(firstWait, undefined, { signal: slow });
       if (first instanceof ApiTransientError && first.retryAfterMs !== undefined) honoured = first;
-      return await pRetry(() => this.#attempt(jobId, true), {
+      return await pRetry(() => this.#attempt(jobId, true, permitBy), {
         retries: this.#opts.retries - 1,
         factor: 2,
         minTimeout: MIN_BACKOFF_MS,
         randomize: true,
         maxRetryTime: Math.max(1, budgetMs - (performance.now() - started)),
         signal: slow,
-        shouldRetry: ({ error }) => classify(error) === "transient",
+        shouldRetry: ({ error }) => retryable(error),
         onFailedAttempt: async ({ error, retriesLeft }) => {
           if (!(error instanceof ApiTransientError)) return;
           const waitMs = error.retryAfterMs;
@@ -199,6 +207,8 @@ export class JobsClient {
     let status: number | undefined;
     let result: "ok" | "auth" | "down";
     try {
+      const waiting = this.#permit(performance.now() + this.#opts.requestTimeoutMs);
+      if (waiting !== undefined) await waiting;
       status = (await this.#exchange(jobId, requestId, this.#probeLimits)).status;
       if (status === 200 || status === 404) result = "ok";
       else if (status === 401 || status === 403) result = "auth";
@@ -224,9 +234,12 @@ export class JobsClient {
 
   /**
    * One request; throws only what is worth a retry (or unexpected), returns everything else.
-   * `retrying`: a retry, whose abort at shutdown is expected and logged quietly.
+   * `retrying`: a retry, whose abort at shutdown is expected and logged quietly. The wait for a
+   * permit ends at `permitBy` (performance.now() time); it is not part of the attempt's duration.
    */
-  async #attempt(jobId: string, retrying: boolean): Promise<PollOutcome> {
+  async #attempt(jobId: string, retrying: boolean, permitBy: number): Promise<PollOutcome> {
+    const waiting = this.#permit(permitBy);
+    if (waiting !== undefined) await waiting;
     const requestId = randomUUID();
     const t0 = performance.now();
     let status: number | undefined;
@@ -248,23 +261,33 @@ export class JobsClient {
   }
 
   /**
-   * Sends GET for `jobId` and resolves with the answer once its body is read (or cut off at its
-   * cap). Rejects when the request fails, when abortInFlight() aborts it, and at its
-   * deadline (`requestTimeoutMs` from now, checked by the sweep).
+   * Takes a permit from the request budget, waiting for one until `by` at the latest; then
+   * throws an unsent (throttled) error. Without a budget, or with a permit at hand, it returns
+   * at once and costs no promise.
    */
-  #exchange(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
+  #permit(by: number): Promise<void> | undefined {
     const permits = this.#opts.permits;
-    if (permits === undefined) return this.#send(jobId, requestId, limits);
-    const heard = (answer: Answer): Answer => {
-      this.#heard(permits, answer);
-      return answer;
-    };
-    if (permits.tryTake()) return this.#send(jobId, requestId, limits).then(heard);
-    // Waiting for the budget ends with a shutdown (abortInFlight).
-    return permits.acquire(this.#stop.signal).then((granted) => {
-      if (!granted || this.#stop.signal.aborted) throw new ApiTransientError("aborted");
-      return this.#send(jobId, requestId, limits).then(heard);
+    if (permits === undefined || permits.tryTake()) return undefined;
+    const waitMs = by - performance.now();
+    if (waitMs <= 0) return Promise.reject(NO_PERMIT_ERROR());
+    // Waiting for the budget also ends with a shutdown (abortInFlight).
+    return permits.acquire(this.#stop.signal, waitMs).then((granted) => {
+      if (this.#stop.signal.aborted) throw new ApiTransientError("aborted");
+      if (!granted) throw NO_PERMIT_ERROR();
     });
+  }
+
+  /**
+   * Sends GET for `jobId` and resolves with the answer once its body is read (or cut off at its
+   * cap); tells the request budget what the answer said. Rejects when the request fails, when
+   * abortInFlight() aborts it, and at its deadline (`requestTimeoutMs` from now, checked by the
+   * sweep). The caller took a permit first (#permit).
+   */
+  async #exchange(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
+    const answer = await this.#send(jobId, requestId, limits);
+    const permits = this.#opts.permits;
+    if (permits !== undefined) this.#heard(permits, answer);
+    return answer;
   }
 
   /** What an answer tells the budget: a 429 and its Retry-After, and any rate-limit headers. */
@@ -278,7 +301,7 @@ export class JobsClient {
     });
   }
 
-  /** Sends one request now (see #exchange, which first takes its permit). */
+  /** Sends one request now (its permit taken). */
   #send(jobId: string, requestId: string, limits: ExchangeLimits): Promise<Answer> {
     const key = this.#readKey();
     // The sweep runs every tick, so the deadline is set one tick early: a request never
@@ -376,7 +399,7 @@ function toOutcome(err: unknown, retryAfterHonoured: boolean): PollOutcome {
   const retryAfterMs = err instanceof ApiTransientError ? err.retryAfterMs : undefined;
   // A 429 is the quota speaking, not the job failing: the poller hands the job back instead.
   const throttled =
-    err instanceof ApiTransientError && err.status === 429 ? { throttled: true as const } : {};
+    err instanceof ApiTransientError && err.throttled ? { throttled: true as const } : {};
   if (retryAfterMs !== undefined && retryAfterMs > 0 && !retryAfterHonoured) {
     return { kind, reason: reasonOf(err), retryAfterMs, ...throttled };
   }

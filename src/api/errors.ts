@@ -18,12 +18,23 @@ export class ApiTransientError extends ApiError {
   readonly status: number | undefined;
   /** From `Retry-After`: the server asked for this much quiet before the next attempt. */
   readonly retryAfterMs: number | undefined;
+  /** The request never went out: the request budget granted no permit in time. */
+  readonly unsent: boolean;
 
-  constructor(message: string, opts: { status?: number; retryAfterMs?: number } = {}) {
+  constructor(
+    message: string,
+    opts: { status?: number; retryAfterMs?: number; unsent?: boolean } = {},
+  ) {
     super(message);
     this.name = "ApiTransientError";
     this.status = opts.status;
     this.retryAfterMs = opts.retryAfterMs;
+    this.unsent = opts.unsent ?? false;
+  }
+
+  /** The quota, not the job: a 429, or no permit from the request budget in time. */
+  get throttled(): boolean {
+    return this.status === 429 || this.unsent;
   }
 }
 

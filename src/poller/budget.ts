@@ -60,6 +60,10 @@ export interface AttemptAnswer {
   advice?: RateLimitAdvice | null | undefined;
 }
 
+function emptyReport(): BudgetReport {
+  return { ok: 0, sent: 0, throttled: false, pauseMs: 0, headerRate: 0 };
+}
+
 /** Permits to take per call at the shared rate `rate` (null: none in force). */
 export function batchSize(rate: number | null, settings: BudgetSettings): number {
   if (rate === null) return MAX_BATCH;
@@ -141,6 +145,7 @@ interface Waiter {
   resolve: (granted: boolean) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  timer: NodeJS.Timeout | undefined;
 }
 
 export interface RequestBudgetOptions {
@@ -161,7 +166,7 @@ export class RequestBudget {
   #waiters: Waiter[] = [];
   #fetching = false;
   #timer: NodeJS.Timeout | undefined;
-  #report: BudgetReport = { ok: 0, throttled: false, pauseMs: 0, headerRate: 0 };
+  #report: BudgetReport = emptyReport();
   /** Something the other replicas must hear now (a 429, a new header rate). */
   #urgent = false;
   #rate: number | null;
@@ -221,25 +226,39 @@ export class RequestBudget {
     const now = this.#clock();
     if (now < this.#pauseUntil || !this.#permits.take(now)) return false;
     this.#metrics?.permits?.inc();
+    this.#report.sent += 1;
     // Fetch the next batch before this one runs out, so steady demand rarely waits on Redis.
     if (this.#permits.held(now) < batchSize(this.#rate, this.#settings) / 2) this.#pump();
     return true;
   }
 
-  /** Resolves true once a permit is taken, false when `signal` aborts or the budget closes. */
-  acquire(signal?: AbortSignal): Promise<boolean> {
+  /**
+   * Resolves true once a permit is taken; false when `signal` aborts, `timeoutMs` passes first
+   * (the caller's request could no longer end in time), or the budget closes.
+   */
+  acquire(signal?: AbortSignal, timeoutMs?: number): Promise<boolean> {
     if (this.tryTake()) return Promise.resolve(true);
-    if (this.#closed || signal?.aborted) return Promise.resolve(false);
+    if (this.#closed || signal?.aborted || (timeoutMs !== undefined && timeoutMs <= 0)) {
+      return Promise.resolve(false);
+    }
     return new Promise<boolean>((resolve) => {
-      const waiter: Waiter = { since: this.#clock(), resolve, signal, onAbort: undefined };
+      const waiter: Waiter = {
+        since: this.#clock(),
+        resolve,
+        signal,
+        onAbort: undefined,
+        timer: undefined,
+      };
+      const giveUp = () => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at !== -1) this.#waiters.splice(at, 1);
+        this.#settle(waiter, false, this.#clock());
+      };
       if (signal !== undefined) {
-        waiter.onAbort = () => {
-          const at = this.#waiters.indexOf(waiter);
-          if (at !== -1) this.#waiters.splice(at, 1);
-          resolve(false);
-        };
-        signal.addEventListener("abort", waiter.onAbort, { once: true });
+        waiter.onAbort = giveUp;
+        signal.addEventListener("abort", giveUp, { once: true });
       }
+      if (timeoutMs !== undefined) waiter.timer = setTimeout(giveUp, Math.ceil(timeoutMs));
       this.#waiters.push(waiter);
       this.#pump();
     });
@@ -308,8 +327,10 @@ export class RequestBudget {
 
   #settle(w: Waiter, granted: boolean, now: number): void {
     if (w.onAbort !== undefined) w.signal?.removeEventListener("abort", w.onAbort);
+    clearTimeout(w.timer);
     if (granted) {
       this.#metrics?.permits?.inc();
+      this.#report.sent += 1;
       const waited = now - w.since;
       if (waited > 0) this.#metrics?.waitSeconds?.inc(waited / 1000);
     }
@@ -343,7 +364,7 @@ export class RequestBudget {
     }
     const want = now < this.#pauseUntil ? 0 : batch;
     const report = this.#report;
-    this.#report = { ok: 0, throttled: false, pauseMs: 0, headerRate: 0 };
+    this.#report = emptyReport();
     this.#urgent = false;
     this.#fetching = true;
     this.#source
@@ -419,6 +440,7 @@ export class RequestBudget {
     // What was not delivered is delivered with the next call: a 429 must still pause everyone.
     const r = this.#report;
     r.ok += report.ok;
+    r.sent += report.sent;
     r.throttled ||= report.throttled;
     r.pauseMs = Math.max(r.pauseMs, report.pauseMs);
     if (r.headerRate === 0) r.headerRate = report.headerRate;

@@ -5,6 +5,8 @@ import { defineScripts, type ScriptCommands } from "./scripts.js";
 export interface BudgetReport {
   /** Answers that came back without a 429. */
   ok: number;
+  /** Requests sent (permits spent): granted permits may lapse unspent, so they are no measure. */
+  sent: number;
   /** A 429 came back. */
   throttled: boolean;
   /** A pause asked for (Retry-After, or a rate-limit header's reset); 0 for none. */
@@ -73,6 +75,7 @@ export class BudgetStore implements PermitSource {
       r.headerRate,
       BUDGET_TTL_MS,
       Math.max(0, Math.round(r.reserveMs ?? 0)),
+      r.sent,
     )) as [number, number, number, number, number];
     const [granted, waitMs, rateMilli, pauseUntil, readyAt] = reply;
     return {

@@ -15,7 +15,11 @@ import {
   MAX_JSON_DEPTH,
 } from "../../src/api/client.js";
 import type { PollOutcome } from "../../src/api/outcome.js";
+import { RequestBudget } from "../../src/poller/budget.js";
+import { BudgetStore } from "../../src/store/budget.js";
+import { keysFor } from "../../src/store/keys.js";
 import { jobBody as fullJobBody } from "../fixtures/job.js";
+import { cleanPrefix, redisClient, testPrefix } from "../helpers/redis.js";
 
 const API_KEY = "sk-KEY-SENTINEL-0b5e2c";
 const BODY_SENTINEL = "PATIENT-SENTINEL-91d4";
@@ -513,6 +517,34 @@ describe("JobsClient.probeAuth", () => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
     const { client } = makeClient(url);
     expect(await client.probeAuth()).toBe("down");
+  });
+});
+
+describe("JobsClient with a request budget", () => {
+  it("gives a poll up as throttled, unsent and unretried, when no permit comes within its budget", async () => {
+    const redis = redisClient();
+    const prefix = testPrefix();
+    const permits = new RequestBudget({
+      source: new BudgetStore(redis, keysFor(prefix).budget),
+      settings: { limit: 1, burst: 1 },
+    });
+    cleanups.push(async () => {
+      permits.close();
+      await cleanPrefix(redis, prefix);
+      redis.disconnect();
+    });
+    const server = await startServer(okFor);
+    const { client, attempts } = makeClient(server.url, { permits, retryBudgetMs: 300 });
+    expectKind(await client.poll(randomUUID()), "ok");
+    // The next permit exists a second later; this poll may wait 300 ms for it.
+    const started = performance.now();
+    const outcome = expectKind(await client.poll(randomUUID()), "transient");
+    expect(outcome).toMatchObject({ throttled: true, reason: "no request permit in time" });
+    expect(performance.now() - started).toBeLessThan(1000);
+    // Nothing went out, and no attempt is counted for the wait.
+    expect(server.seen).toHaveLength(1);
+    expect(attempts).toHaveLength(1);
+    expect(permits.waiting).toBe(0);
   });
 });
 

@@ -105,6 +105,17 @@ describe("RequestBudget", () => {
     expect(await pending).toBe(false);
   });
 
+  it("ends a wait with false at its timeout, and serves the next waiter all the same", async () => {
+    const a = replica(2, 1);
+    expect(await a.acquire()).toBe(true);
+    // The next permit exists 500 ms later: a caller that cannot wait that long gets false.
+    const before = Date.now();
+    expect(await a.acquire(undefined, 100)).toBe(false);
+    expect(Date.now() - before).toBeLessThan(500);
+    expect(a.waiting).toBe(0);
+    expect(await a.acquire(undefined, 2000)).toBe(true);
+  });
+
   it("keeps waiters waiting while Redis is down and serves them once it is back", async () => {
     let server: RedisServer | undefined;
     try {

@@ -33,6 +33,7 @@ function req(now: number, want: number, more: Partial<TakeRequest> = {}): TakeRe
     limit: 0,
     burst: 1,
     ok: 0,
+    sent: 0,
     throttled: false,
     pauseMs: 0,
     headerRate: 0,
@@ -44,9 +45,9 @@ describe("takePermits: the bucket", () => {
   it("grants the burst at once, then one permit per 1/limit s, and says when the rest exist", async () => {
     const limits = { limit: 10, burst: 5 };
     const first = await budget.take(req(T0, 8, limits));
-    // tat = T0 + 5 * 100; a whole batch of 8 fits again once tat + 8 * 100 - 5 * 100 <= now:
-    // in 800 ms (asking sooner would be a round trip for a few).
-    expect(first).toEqual({ granted: 5, waitMs: 800, rate: 10, pauseUntil: 0, readyAt: T0 });
+    // tat = T0 + 5 * 100; a batch is counted at no more than the bucket holds (5), and 5 more
+    // fit once tat + 5 * 100 - 5 * 100 <= now: in 500 ms (sooner would be a round trip for a few).
+    expect(first).toEqual({ granted: 5, waitMs: 500, rate: 10, pauseUntil: 0, readyAt: T0 });
     expect((await budget.take(req(T0 + 99, 1, limits))).granted).toBe(0);
     expect((await budget.take(req(T0 + 100, 1, limits))).granted).toBe(1);
     expect((await budget.take(req(T0 + 100, 1, limits))).granted).toBe(0);
@@ -119,6 +120,16 @@ describe("takePermits: the bucket", () => {
     expect(now.waitMs).toBeLessThanOrEqual(1100);
     expect((await budget.take(req(T0 + 1100, 1, limits))).granted).toBe(1);
   });
+
+  it("counts a batch sized for a rate since cut at what the bucket holds now", async () => {
+    // A replica sized its batch (64) with no rate in force; the reply brings a rate of 2.5/s.
+    // The bucket holds 2.5 permits (a second of the rate): 2 are granted, and the next 2 exist
+    // 600 ms later. Waiting until 64 fit would stall this replica for 25 s.
+    const first = await budget.take(req(T0, 64, { headerRate: 2.5 }));
+    expect(first).toMatchObject({ granted: 2, waitMs: 600, rate: 2.5 });
+    expect((await budget.take(req(T0 + 599, 2))).granted).toBe(1);
+    expect((await budget.take(req(T0 + 1000, 1))).granted).toBe(1);
+  });
 });
 
 describe("takePermits: the shared pause", () => {
@@ -149,7 +160,8 @@ describe("takePermits: the adaptive rate", () => {
   async function second(from: number, okPerSec: number, want: number, limit = 0) {
     let last = await budget.take(req(from, want, { limit, burst: 1, ok: 0 }));
     for (let t = 100; t <= 1000; t += 100) {
-      last = await budget.take(req(from + t, want, { limit, burst: 1, ok: okPerSec / 10 }));
+      const n = okPerSec / 10;
+      last = await budget.take(req(from + t, want, { limit, burst: 1, ok: n, sent: n }));
     }
     return last;
   }
@@ -179,6 +191,18 @@ describe("takePermits: the adaptive rate", () => {
     expect(after.rate).toBeNull();
   });
 
+  it("counts the requests sent, not the permits granted, as evidence for a first cut", async () => {
+    // No rate in force: every call is granted a whole batch of 64, of which this quiet daemon
+    // spends 3 a second; the rest lapse. Those grants are no measure of the load.
+    for (let t = 0; t <= 2000; t += 100) {
+      const n = t % 300 === 0 ? 1 : 0;
+      expect((await budget.take(req(T0 + t, 64, { ok: n, sent: n }))).granted).toBe(64);
+    }
+    const hit = await budget.take(req(T0 + 2050, 64, { throttled: true, pauseMs: 0 }));
+    expect(hit.rate).toBeNull();
+    expect(hit.granted).toBe(64);
+  });
+
   it("cuts a rate in force by 0.8 per burst of 429s, never below 0.1/s", async () => {
     await budget.take(req(T0, 0, { headerRate: 100 }));
     const first = await budget.take(req(T0 + 10, 0, { throttled: true, pauseMs: 0 }));
@@ -203,6 +227,19 @@ describe("takePermits: the adaptive rate", () => {
     }
     expect(last.rate).toBeGreaterThan(119);
     expect(last.rate).toBeLessThan(121);
+  });
+
+  it("grows by at least one request/s per second after a cut to a low rate", async () => {
+    await budget.take(req(T0, 0, { headerRate: 5 }));
+    const cut = await budget.take(req(T0 + 10, 0, { throttled: true }));
+    expect(cut.rate).toBeCloseTo(4, 3);
+    // 2% of 4/s a second would take 12 s to win back a single request/s.
+    let last = cut;
+    for (let t = 1100; t <= 11_100; t += 100) {
+      last = await budget.take(req(T0 + t, 50, { ok: 10, sent: 10, burst: 1 }));
+    }
+    expect(last.rate).toBeGreaterThan(13);
+    expect(last.rate).toBeLessThan(15.5);
   });
 
   it("does not grow while demand stays under the rate", async () => {

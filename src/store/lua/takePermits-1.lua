@@ -17,10 +17,12 @@
   force yet, or one far above what got through, BETA times the rate of answers that did get
   through, provided at least MIN_EVIDENCE requests were sent or answered in the last second:
   below that a 429 pauses but sets no rate from the trickle); later 429s of the same burst
-  (until `guard`) cut nothing. While answers arrive
-  without 429 and demand exceeds the rate (a take fell short within STARVED_MS), the rate
-  grows by ALPHA * base per second, `base` being the rate set at the last cut: a straight line,
-  so the rate spends most of its time just under the rate the API accepts.
+  (until `guard`) cut nothing. "Sent" counts the requests the replicas report they sent, not
+  the permits granted: with no rate in force a call grants a whole batch, most of which may lapse
+  unspent. While answers arrive without 429 and demand exceeds the rate (a take fell short
+  within STARVED_MS), the rate grows by ALPHA * base per second, `base` being the rate set at
+  the last cut, and by at least MIN_STEP per second: a straight line, so the rate spends most of
+  its time just under the rate the API accepts, and a low rate does not take minutes to recover.
 
   A 429 (or a header saying nothing remains) sets `pause`: until then no replica gets a permit.
 
@@ -41,10 +43,13 @@
   ARGV[8] headerRate: requests/s named by rate-limit headers; 0 for none
   ARGV[9] ttlMs: the budget's state is forgotten after this long without a call
   ARGV[10] reserveMs: how far beyond the bucket permits may be reserved; 0 for none
+  ARGV[11] sent: requests the caller sent since its last report
 
   Returns { granted, waitMs, rateMilli, pauseUntil, readyAt }
     granted     permits granted (0..want)
-    waitMs      when granted < want: ms until a whole `want` could be granted (or the pause ends)
+    waitMs      when granted < want: ms until a whole `want` could be granted, `want` counted at
+                no more than the bucket and the reservation hold at the rate in force (a batch
+                sized for a rate since cut would otherwise wait for ever); or until the pause ends
     rateMilli   the shared rate in force, in thousandths of a request/s; -1 for none
     pauseUntil  end of the shared pause (ms), 0 for none
     readyAt     when the granted permits may be used (ms); now unless some were reserved
@@ -54,6 +59,7 @@ local key = KEYS[1]
 
 local BETA = 0.8
 local ALPHA = 0.02
+local MIN_STEP = 1
 local MIN_RATE = 0.1
 local GUARD_MS = 1000
 local STARVED_MS = 1000
@@ -73,6 +79,7 @@ local throttled = ARGV[6] == "1"
 local pauseMs = tonumber(ARGV[7])
 local headerRate = tonumber(ARGV[8])
 local reserve = math.min(tonumber(ARGV[10]), MAX_RESERVE_MS)
+local sent = tonumber(ARGV[11])
 
 local f = rcall("HMGET", key, "tat", "rate", "base", "pause", "guard", "grow", "short",
   "w", "wok", "wsent", "pok", "psent")
@@ -85,7 +92,7 @@ local grow = tonumber(f[6]) or now
 local short = tonumber(f[7]) or 0
 local w = tonumber(f[8]) or now
 local wok = (tonumber(f[9]) or 0) + ok
-local wsent = tonumber(f[10]) or 0
+local wsent = (tonumber(f[10]) or 0) + sent
 local pok = tonumber(f[11])
 local psent = tonumber(f[12])
 
@@ -112,7 +119,7 @@ if headerRate > 0 then
 elseif throttled and now >= guard then
   local span = math.max(now - w, 100)
   local through = pok or (wok * 1000 / span)
-  local sent = psent or (wsent * 1000 / span)
+  local sentRate = psent or (wsent * 1000 / span)
   -- What got through is the API's measure only when the replicas sent enough to meet a limit.
   -- A 429 among a handful of requests (a quiet daemon, a stray 429) names no rate: cutting to
   -- that trickle would starve the daemon's own demand and recover at a trickle's pace.
@@ -121,7 +128,7 @@ elseif throttled and now >= guard then
   local from = rate
   if from == nil and limit > 0 then from = limit end
   if loaded and through > 0 and (from == nil or from > 2 * through) then from = through end
-  if from == nil and loaded then from = sent end
+  if from == nil and loaded then from = sentRate end
   if from ~= nil then
     rate = math.max(MIN_RATE, capped(from) * BETA)
     base = rate
@@ -130,7 +137,8 @@ elseif throttled and now >= guard then
   grow = now
 elseif ok > 0 and not throttled and rate ~= nil and now >= guard then
   if now - short < STARVED_MS then
-    rate = capped(rate + ALPHA * (base or rate) * math.min(now - grow, 1000) / 1000)
+    local step = math.max(ALPHA * (base or rate), MIN_STEP)
+    rate = capped(rate + step * math.min(now - grow, 1000) / 1000)
   end
   grow = now
 end
@@ -163,14 +171,14 @@ elseif want > 0 then
     if granted < want then
       short = now
       -- Until a whole batch fits again: asking sooner would be a round trip for a few.
-      waitMs = math.max(1, math.ceil(tat + want * T - b * T - reserve - now))
+      local batch = math.min(want, math.max(1, math.floor(b + reserve / T + 1e-9)))
+      waitMs = math.max(1, math.ceil(tat + batch * T - b * T - reserve - now))
     elseif tat - now > b * T then
       -- Demand met only by reserving beyond the bucket: the rate is what limits.
       short = now
     end
   end
 end
-wsent = wsent + granted
 
 local fields = { "tat", string.format("%.3f", tat), "pause", string.format("%d", pause),
   "guard", string.format("%d", guard), "grow", string.format("%d", grow),
