@@ -29,6 +29,18 @@ const MAX_PAUSE_MS = 60 * 60 * 1000;
 /** A reset this large is a Unix time in seconds, not a number of seconds from now. */
 const UNIX_TIME_FROM = 1_000_000_000;
 const MAX_HEADER_LENGTH = 1024;
+/** Remaining and reset as separate fields, IETF's older names first. */
+const SEPARATE_FIELDS = [
+  ["ratelimit-remaining", "ratelimit-reset"],
+  ["x-ratelimit-remaining", "x-ratelimit-reset"],
+] as const;
+/** Every header read here: an answer with none of them says nothing. */
+const NAMES = ["ratelimit-policy", "ratelimit", ...SEPARATE_FIELDS.flat()];
+
+function anyOf(headers: Headers): boolean {
+  for (const name of NAMES) if (headers[name] !== undefined) return true;
+  return false;
+}
 
 function header(headers: Headers, name: string): string | undefined {
   const value = headers[name];
@@ -136,9 +148,9 @@ function remainingOf(headers: Headers): { remaining?: number; reset?: number } |
     const reset = nonNegative(all.get("t") ?? all.get("reset"));
     if (remaining !== undefined || reset !== undefined) return { remaining, reset };
   }
-  for (const prefix of ["ratelimit-", "x-ratelimit-"]) {
-    const remaining = nonNegative(header(headers, `${prefix}remaining`));
-    const reset = nonNegative(header(headers, `${prefix}reset`));
+  for (const [remainingName, resetName] of SEPARATE_FIELDS) {
+    const remaining = nonNegative(header(headers, remainingName));
+    const reset = nonNegative(header(headers, resetName));
     if (remaining !== undefined || reset !== undefined) return { remaining, reset };
   }
   return undefined;
@@ -149,6 +161,8 @@ function remainingOf(headers: Headers): { remaining?: number; reset?: number } |
  * they carry none.
  */
 export function parseRateLimitHeaders(headers: Headers, nowMs: number): RateLimitAdvice | null {
+  // Most APIs send none of these: this runs on every answer, so say so without allocating.
+  if (!anyOf(headers)) return null;
   const advice: RateLimitAdvice = {};
   const policy = policyRate(header(headers, "ratelimit-policy"));
   if (policy !== undefined && policy > 0) advice.rate = policy;

@@ -5,9 +5,12 @@ import type { BudgetReport, PermitSource, TakeReply } from "../store/budget.js";
 
 /**
  * The client side of the request budget shared by every replica (see takePermits-1.lua): every
- * HTTP attempt takes a permit first. Permits come from Redis in small batches, so one round
- * trip covers many requests, and are held for at most HOLD_MS: a batch is spent at the pace it
- * was granted, and a pause set by another replica reaches this one within that time.
+ * HTTP attempt takes a permit first. While a shared rate is in force, permits come from Redis in
+ * small batches, so one round trip covers many requests, and are held for at most HOLD_MS: a
+ * batch is spent at the pace it was granted, and a pause set by another replica reaches this
+ * one within that time. While none is (no limit set, no 429 or rate-limit header heard yet),
+ * Redis would grant every permit anyway: they are taken locally, and one call every BATCH_MS
+ * while requests go out reports them and hears of a pause or a rate set elsewhere.
  *
  * Invariants: a caller waiting for a permit never spins (it waits on a timer set to when the
  * budget says permits exist, or to the pause's end); waiters are served in the order they
@@ -178,6 +181,9 @@ export class RequestBudget {
   #nextFetchAt = 0;
   #failing = false;
   #closed = false;
+  /** With no rate in force: a report to Redis is due (see #syncSoon). */
+  #syncDue = false;
+  #syncTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: RequestBudgetOptions) {
     this.#source = opts.source;
@@ -224,12 +230,38 @@ export class RequestBudget {
   tryTake(): boolean {
     if (this.#waiters.length > 0) return false;
     const now = this.#clock();
-    if (now < this.#pauseUntil || !this.#permits.take(now)) return false;
+    if (now < this.#pauseUntil || !this.#take(now)) return false;
     this.#metrics?.permits?.inc();
-    this.#report.sent += 1;
     // Fetch the next batch before this one runs out, so steady demand rarely waits on Redis.
-    if (this.#permits.held(now) < batchSize(this.#rate, this.#settings) / 2) this.#pump();
+    if (
+      this.#rate !== null &&
+      this.#permits.held(now) < batchSize(this.#rate, this.#settings) / 2
+    ) {
+      this.#pump();
+    }
     return true;
+  }
+
+  /** One permit, if one is usable now: with no rate in force every permit is. */
+  #take(now: number): boolean {
+    if (this.#rate === null) {
+      this.#syncSoon();
+    } else if (!this.#permits.take(now)) {
+      return false;
+    }
+    this.#report.sent += 1;
+    return true;
+  }
+
+  /** With no rate in force: report what was sent within BATCH_MS, and hear what changed. */
+  #syncSoon(): void {
+    if (this.#syncTimer !== undefined || this.#closed) return;
+    this.#syncTimer = setTimeout(() => {
+      this.#syncTimer = undefined;
+      this.#syncDue = true;
+      this.#pump();
+    }, BATCH_MS);
+    this.#syncTimer.unref();
   }
 
   /**
@@ -302,6 +334,8 @@ export class RequestBudget {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
     for (const w of this.#waiters.splice(0)) this.#settle(w, false, this.#clock());
   }
 
@@ -330,7 +364,6 @@ export class RequestBudget {
     clearTimeout(w.timer);
     if (granted) {
       this.#metrics?.permits?.inc();
-      this.#report.sent += 1;
       const waited = now - w.since;
       if (waited > 0) this.#metrics?.waitSeconds?.inc(waited / 1000);
     }
@@ -340,25 +373,29 @@ export class RequestBudget {
   /** Starts one Redis call if one is needed and none is out or scheduled. */
   #pump(): void {
     if (this.#closed || this.#fetching) return;
-    if (this.#timer !== undefined && !this.#urgent) return;
+    const pressing = this.#urgent || this.#syncDue;
+    if (this.#timer !== undefined && !pressing) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const now = this.#clock();
-    const batch = batchSize(this.#rate, this.#settings);
+    // With no rate in force there is nothing to fetch, only news to exchange.
+    const local = this.#rate === null;
+    const batch = local ? 0 : batchSize(this.#rate, this.#settings);
     const reserved = this.#permits.nextUsableAt(now);
     const needed =
-      (this.#waiters.length > 0 && reserved === null) || this.#permits.held(now) < batch / 2;
-    if (!needed && !this.#urgent) {
+      !local &&
+      ((this.#waiters.length > 0 && reserved === null) || this.#permits.held(now) < batch / 2);
+    if (!needed && !pressing) {
       // Waiters are covered by permits reserved for later: wake them then.
       if (this.#waiters.length > 0 && reserved !== null) this.#wake(reserved - now);
       return;
     }
-    if (now < this.#nextFetchAt && !this.#urgent) {
+    if (now < this.#nextFetchAt && !pressing) {
       // Asking before the budget has a batch would cost a round trip for nothing.
       this.#wake(this.#nextFetchAt - now);
       return;
     }
-    if (now < this.#pauseUntil && !this.#urgent) {
+    if (now < this.#pauseUntil && !pressing) {
       this.#wake(this.#pauseUntil - now);
       return;
     }
@@ -366,6 +403,7 @@ export class RequestBudget {
     const report = this.#report;
     this.#report = emptyReport();
     this.#urgent = false;
+    this.#syncDue = false;
     this.#fetching = true;
     this.#source
       .take({
@@ -388,7 +426,7 @@ export class RequestBudget {
       )
       .finally(() => {
         // News that arrived while the call was out (a 429) goes out now.
-        if (this.#urgent) this.#pump();
+        if (this.#urgent || this.#syncDue) this.#pump();
       });
   }
 
@@ -425,7 +463,7 @@ export class RequestBudget {
   /** Hands usable permits to waiters, in the order they asked. */
   #serve(now: number): void {
     if (now < this.#pauseUntil) return;
-    while (this.#waiters.length > 0 && this.#permits.take(now)) {
+    while (this.#waiters.length > 0 && this.#take(now)) {
       this.#settle(this.#waiters.shift() as Waiter, true, now);
     }
   }

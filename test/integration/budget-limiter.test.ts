@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { HOLD_MS, RequestBudget } from "../../src/poller/budget.js";
-import { BudgetStore } from "../../src/store/budget.js";
+import { BATCH_MS, HOLD_MS, RequestBudget } from "../../src/poller/budget.js";
+import { BudgetStore, type TakeRequest } from "../../src/store/budget.js";
 import { keysFor } from "../../src/store/keys.js";
 import { cleanPrefix, redisClient, testPrefix, waitFor } from "../helpers/redis.js";
 import { type RedisServer, startRedisServer } from "../helpers/redis-server.js";
@@ -103,6 +103,27 @@ describe("RequestBudget", () => {
     const pending = a.acquire();
     a.close();
     expect(await pending).toBe(false);
+  });
+
+  it("with no rate in force, takes permits locally and reports them every BATCH_MS", async () => {
+    const store = new BudgetStore(redis, keysFor(prefix).budget);
+    const calls: TakeRequest[] = [];
+    const a = new RequestBudget({
+      source: { take: (r) => (calls.push(r), store.take(r)) },
+      settings: { limit: 0, burst: 1 },
+    });
+    budgets.push(a);
+    const b = replica(0, 1);
+    for (let i = 0; i < 1000; i++) expect(a.tryTake()).toBe(true);
+    expect(calls).toHaveLength(0);
+    await waitFor(() => calls.length === 1, { what: "one report", timeoutMs: 20 * BATCH_MS });
+    expect(calls[0]).toMatchObject({ want: 0, sent: 1000 });
+    // A pause set through another replica reaches this one with its next report.
+    b.record({ status: 429, retryAfterMs: 2000 });
+    expect(await b.acquire(undefined, 100)).toBe(false);
+    await waitFor(() => !a.tryTake(), { what: "the pause to reach the other replica" });
+    expect(a.paused()).toBe(true);
+    expect(a.pausedUntil).toBe(b.pausedUntil);
   });
 
   it("ends a wait with false at its timeout, and serves the next waiter all the same", async () => {
