@@ -109,7 +109,12 @@ describe("RequestBudget", () => {
     const store = new BudgetStore(redis, keysFor(prefix).budget);
     const calls: TakeRequest[] = [];
     const a = new RequestBudget({
-      source: { take: (r) => (calls.push(r), store.take(r)) },
+      source: {
+        take: (r) => {
+          calls.push(r);
+          return store.take(r);
+        },
+      },
       settings: { limit: 0, burst: 1 },
     });
     budgets.push(a);
