@@ -41,12 +41,16 @@ import {
  *   BENCH_SATURATED_JOBS=100000  tracked jobs of the saturated runs (default 20,000; full runs)
  *   BENCH_BASELINE=/tmp/old/dist/cli/main.js  also run another build of the daemon as subject
  *                         "baseline", right before "daemon" at each concurrency (A/B in one run)
+ *   BENCH_ROUNDS=3        repeat the saturated runs; with a baseline, the order of the pair
+ *                         alternates each round and a table gives the daemon/baseline ratios
+ *                         per pair (median, min, max): a loaded 2-core machine needs several
  *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
  *                         runs, to measure a runtime tuning side by side with the defaults
  */
 
 const env = process.env;
 const quick = env["BENCH_QUICK"] === "1";
+const rounds = Math.max(1, Number(env["BENCH_ROUNDS"] ?? 1));
 const daemonFlags = (env["BENCH_DAEMON_FLAGS"] ?? "").split(/\s+/).filter((f) => f !== "");
 const only = new Set((env["BENCH_ONLY"] ?? "").split(",").filter((s) => s !== ""));
 const wants = (group: string) => only.size === 0 || only.has(group);
@@ -246,6 +250,56 @@ async function profileDaemon(
  * The real API scenario runs as its own process (bench/realapi.ts: its replicas, simulator and
  * Redis figures are its own); its tables join this report.
  */
+interface AbRow {
+  concurrency: number;
+  pairs: number;
+  /** polls/s, CPU/poll, Redis CPU/poll and RSS, each daemon/baseline per pair. */
+  ratios: number[][];
+}
+
+/**
+ * Daemon against baseline, pair by pair: the i-th run of each at a concurrency. Ratios within a
+ * pair share the machine's state of the moment, so they vary far less than the absolute figures.
+ */
+function abPairs(rows: readonly ThroughputRow[]): AbRow[] {
+  const out: AbRow[] = [];
+  for (const c of new Set(rows.map((r) => r.concurrency))) {
+    const of = (s: SubjectKind) => rows.filter((r) => r.subject === s && r.concurrency === c);
+    const [base, ours] = [of("baseline"), of("daemon")];
+    const n = Math.min(base.length, ours.length);
+    if (n === 0) continue;
+    const pick = (f: (r: ThroughputRow) => number) =>
+      Array.from(
+        { length: n },
+        (_, i) => f(ours[i] as ThroughputRow) / f(base[i] as ThroughputRow),
+      );
+    out.push({
+      concurrency: c,
+      pairs: n,
+      ratios: [
+        pick((r) => r.pollsPerSec),
+        pick((r) => r.cpuUsPerPoll),
+        pick((r) => r.redisCpuUsPerPoll),
+        pick((r) => r.rssMiB),
+      ],
+    });
+  }
+  return out;
+}
+
+function spread(values: number[]): string {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median =
+    sorted.length % 2 === 1
+      ? (sorted[mid] as number)
+      : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+  const f = (x: number) => x.toFixed(2);
+  return sorted.length === 1
+    ? f(median)
+    : `${f(median)} (${f(sorted[0] as number)}-${f(sorted.at(-1) as number)})`;
+}
+
 async function runRealApi(): Promise<string> {
   const { spawn } = await import("node:child_process");
   const child = spawn(process.execPath, ["--import", "tsx", "bench/realapi.ts"], {
@@ -302,10 +356,14 @@ async function main(): Promise<void> {
       log(`  ${row.pollsPerSec} polls/s, ${row.cpuUsPerPoll} us CPU/poll`);
       throughput.push(row);
     };
-    for (const c of plan.concurrencies) {
-      if (wants("ceiling")) await run("ceiling", c);
-      if (wants("daemon") && BASELINE_ENTRY !== undefined) await run("baseline", c);
-      if (wants("daemon")) await run("daemon", c);
+    for (let round = 0; round < rounds; round++) {
+      for (const c of plan.concurrencies) {
+        if (wants("ceiling")) await run("ceiling", c);
+        if (!wants("daemon")) continue;
+        const pair: SubjectKind[] =
+          BASELINE_ENTRY === undefined ? ["daemon"] : ["baseline", "daemon"];
+        for (const kind of round % 2 === 0 ? pair : pair.reverse()) await run(kind, c);
+      }
     }
     if (wants("peers")) {
       await run("naive", 32);
@@ -336,6 +394,7 @@ async function main(): Promise<void> {
   const ceilingAt = (c: number) =>
     throughput.find((r) => r.subject === "ceiling" && r.concurrency === c)?.pollsPerSec;
   const checks = targets(throughput, scaleRows, events);
+  const ab = abPairs(throughput);
   const out = [
     ...(realApi === null ? [] : [realApi.trimEnd()]),
     "",
@@ -355,6 +414,7 @@ async function main(): Promise<void> {
         "machine cores",
         "machine CPU us/poll",
         "RSS MiB",
+        "anon/file MiB",
         "heap used/total MiB",
         "external MiB",
       ],
@@ -374,11 +434,22 @@ async function main(): Promise<void> {
           r.machineCores ?? "-",
           r.machineCpuUsPerPoll ?? "-",
           r.rssMiB,
+          r.rssAnonMiB === null ? "-" : `${r.rssAnonMiB}/${r.rssFileMiB}`,
           `${r.heapUsedMiB}/${r.heapTotalMiB}`,
           r.externalMiB,
         ];
       }),
     ),
+    ...(ab.length === 0
+      ? []
+      : [
+          "",
+          "A/B: daemon / baseline, each pair measured back to back (median, min-max)",
+          table(
+            ["conc", "pairs", "polls/s", "CPU us/poll", "redis CPU us/poll", "RSS"],
+            ab.map((r) => [r.concurrency, r.pairs, ...r.ratios.map(spread)]),
+          ),
+        ]),
     "",
     "Scale (daemon, concurrency 32, intervals 10 min)",
     table(

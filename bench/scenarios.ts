@@ -81,6 +81,9 @@ export interface ThroughputRow {
   /** Busy CPU of the whole machine per poll: what one poll costs the box, all parties together. */
   machineCpuUsPerPoll: number | null;
   rssMiB: number;
+  /** The anonymous and file-backed parts of the RSS (see SubjectSample). */
+  rssAnonMiB: number | null;
+  rssFileMiB: number | null;
   /** V8 heap in use and reserved, and external memory, at the end of the window. */
   heapUsedMiB: number;
   heapTotalMiB: number;
@@ -316,6 +319,8 @@ export async function saturated(
       machineCpuUsPerPoll:
         w.machineCores === null ? null : round((w.machineCores * w.seconds * 1e6) / polls),
       rssMiB: round(w.end.rssBytes / MiB),
+      rssAnonMiB: w.end.rssAnonBytes === null ? null : round(w.end.rssAnonBytes / MiB),
+      rssFileMiB: w.end.rssFileBytes === null ? null : round(w.end.rssFileBytes / MiB),
       heapUsedMiB: round(w.end.heapUsedBytes / MiB),
       heapTotalMiB: round(w.end.heapTotalBytes / MiB),
       externalMiB: round(w.end.externalBytes / MiB),

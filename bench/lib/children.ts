@@ -14,6 +14,10 @@ export interface SubjectSample {
   /** Microseconds of user + system CPU, every thread of the process. */
   cpuUs: number;
   rssBytes: number;
+  /** The resident set's anonymous part (what the process allocated) and file-backed part (the
+   * node binary and libraries, shared with other processes); null where /proc is absent. */
+  rssAnonBytes: number | null;
+  rssFileBytes: number | null;
   /** V8 heap in use (live objects and not yet collected garbage). */
   heapUsedBytes: number;
   /** V8 heap reserved (young and old generation). */
@@ -96,6 +100,8 @@ function requestSample(child: ChildProcess, name: string, lines: string[]): Prom
         redisCommandsSent: number;
         cpu: { user: number; system: number };
         rss: number;
+        rssAnon?: number;
+        rssFile?: number;
         heapUsed: number;
         heapTotal: number;
         external: number;
@@ -108,6 +114,8 @@ function requestSample(child: ChildProcess, name: string, lines: string[]): Prom
         redisCommandsSent: m.redisCommandsSent,
         cpuUs: m.cpu.user + m.cpu.system,
         rssBytes: m.rss,
+        rssAnonBytes: m.rssAnon ?? null,
+        rssFileBytes: m.rssFile ?? null,
         heapUsedBytes: m.heapUsed,
         heapTotalBytes: m.heapTotal,
         externalBytes: m.external,
