@@ -30,7 +30,10 @@ import {
  *   BENCH_SCALE=1m        also track 1,000,000 jobs (adds several minutes)
  *   BENCH_PROFILE=1       one more saturated daemon run under --cpu-prof, summarized
  *   BENCH_CONCURRENCY=8,32  the concurrencies of the saturated runs (default 8,32,128)
- *   BENCH_ONLY=a,b        run only these groups: ceiling, daemon, peers, scale, events, realapi
+ *   BENCH_ONLY=a,b        run only these groups: ceiling, daemon, peers, scale, events, latency,
+ *                         realapi (latency: the saturated daemon against a simulator answering
+ *                         after BENCH_LATENCY_MS=100, at BENCH_LATENCY_CONCURRENCY=256,1024;
+ *                         polls/s against the bound concurrency / latency)
  *                         (realapi: replicas against a quota and a latency, bench/realapi.ts;
  *                         REALAPI_* variables there; alone it is `npm run bench:realapi`)
  *   BENCH_REDIS_URL=...   default redis://127.0.0.1:6379
@@ -46,12 +49,24 @@ import {
  *                         per pair (median, min, max): a loaded 2-core machine needs several
  *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
  *                         runs, to measure a runtime tuning side by side with the defaults
+ *   BENCH_BASELINE_FLAGS="..."  the baseline's extra flags (default: the daemon's); with
+ *                         BENCH_BASELINE=dist/cli/main.js, two settings of one build side by side
  */
 
 const env = process.env;
 const quick = env["BENCH_QUICK"] === "1";
 const rounds = Math.max(1, Number(env["BENCH_ROUNDS"] ?? 1));
-const daemonFlags = (env["BENCH_DAEMON_FLAGS"] ?? "").split(/\s+/).filter((f) => f !== "");
+const latencyMs = Number(env["BENCH_LATENCY_MS"] ?? 100);
+const latencyConcurrencies = (env["BENCH_LATENCY_CONCURRENCY"] ?? "256,1024")
+  .split(",")
+  .map(Number);
+const flagsOf = (name: string) => (env[name] ?? "").split(/\s+/).filter((f) => f !== "");
+const daemonFlags = flagsOf("BENCH_DAEMON_FLAGS");
+/** Flags of the baseline's runs; by default the daemon's. */
+const baselineFlags =
+  env["BENCH_BASELINE_FLAGS"] === undefined ? daemonFlags : flagsOf("BENCH_BASELINE_FLAGS");
+const flagsFor = (kind: SubjectKind) =>
+  kind === "baseline" ? baselineFlags : kind === "daemon" ? daemonFlags : [];
 const only = new Set((env["BENCH_ONLY"] ?? "").split(",").filter((s) => s !== ""));
 const wants = (group: string) => only.size === 0 || only.has(group);
 const concurrencyOverride = env["BENCH_CONCURRENCY"]?.split(",").map(Number);
@@ -344,6 +359,7 @@ async function main(): Promise<void> {
   );
 
   const throughput: ThroughputRow[] = [];
+  const atLatency: ThroughputRow[] = [];
   const scaleRows: ScaleRow[] = [];
   let events: EventLatencyRow | null = null;
   let profile: Awaited<ReturnType<typeof profileDaemon>> = null;
@@ -351,8 +367,7 @@ async function main(): Promise<void> {
   try {
     const run = async (kind: SubjectKind, c: number) => {
       log(`saturated: ${kind} at concurrency ${c} ...`);
-      const isDaemon = kind === "daemon" || kind === "baseline";
-      const row = await saturated(ctx, kind, c, isDaemon ? daemonFlags : []);
+      const row = await saturated(ctx, kind, c, flagsFor(kind));
       log(`  ${row.pollsPerSec} polls/s, ${row.cpuUsPerPoll} us CPU/poll`);
       throughput.push(row);
     };
@@ -363,6 +378,28 @@ async function main(): Promise<void> {
         const pair: SubjectKind[] =
           BASELINE_ENTRY === undefined ? ["daemon"] : ["baseline", "daemon"];
         for (const kind of round % 2 === 0 ? pair : pair.reverse()) await run(kind, c);
+      }
+    }
+    if (wants("latency")) {
+      const slowSim = await spawnHelper(
+        "dist/cli/main.js",
+        [...simArgs, "--fast", "--latency", String(latencyMs)],
+        simEnv,
+      );
+      try {
+        const url = (JSON.parse(slowSim.firstLine) as { url: string }).url;
+        for (const c of latencyConcurrencies) {
+          for (const kind of BASELINE_ENTRY === undefined
+            ? ["daemon" as const]
+            : (["baseline", "daemon"] as const)) {
+            log(`${latencyMs} ms answers: ${kind} at concurrency ${c} ...`);
+            const row = await saturated(ctx, kind, c, flagsFor(kind), url);
+            log(`  ${row.pollsPerSec} polls/s, RSS ${row.rssMiB} MiB`);
+            atLatency.push(row);
+          }
+        }
+      } finally {
+        await slowSim.stop();
       }
     }
     if (wants("peers")) {
@@ -448,6 +485,36 @@ async function main(): Promise<void> {
           table(
             ["conc", "pairs", "polls/s", "CPU us/poll", "redis CPU us/poll", "RSS"],
             ab.map((r) => [r.concurrency, r.pairs, ...r.ratios.map(spread)]),
+          ),
+        ]),
+    ...(atLatency.length === 0
+      ? []
+      : [
+          "",
+          `Concurrency at ${latencyMs} ms answers (bound: concurrency x 1000 / ${latencyMs} polls/s)`,
+          table(
+            [
+              "subject",
+              "conc",
+              "polls/s",
+              "x bound",
+              "cores",
+              "CPU us/poll",
+              "RSS MiB",
+              "anon/file MiB",
+              "heap used/total MiB",
+            ],
+            atLatency.map((r) => [
+              r.subject,
+              r.concurrency,
+              r.pollsPerSec,
+              ((r.pollsPerSec * latencyMs) / (r.concurrency * 1000)).toFixed(2),
+              r.subjectCores,
+              r.cpuUsPerPoll,
+              r.rssMiB,
+              r.rssAnonMiB === null ? "-" : `${r.rssAnonMiB}/${r.rssFileMiB}`,
+              `${r.heapUsedMiB}/${r.heapTotalMiB}`,
+            ]),
           ),
         ]),
     "",
@@ -543,7 +610,9 @@ async function main(): Promise<void> {
     },
     plan,
     daemonFlags,
+    baselineFlags,
     throughput,
+    atLatency: { latencyMs, rows: atLatency },
     scale: scaleRows,
     eventLatency: events,
     targets: checks,

@@ -270,19 +270,21 @@ export async function saturated(
   kind: SubjectKind,
   concurrency: number,
   nodeFlags: string[] = [],
+  /** A fast-mode simulator; another one than the shared, e.g. one with a latency. */
+  simUrl = ctx.fastSimUrl,
 ): Promise<ThroughputRow> {
   const { plan } = ctx;
   const n = plan.saturatedJobs;
   const prefix = benchPrefix(`sat-${kind}`);
   if (kind !== "ceiling") await seedPending(ctx.redis, `${prefix}pending`, jobIds(n));
-  const before = await simRequests(ctx.fastSimUrl);
+  const before = await simRequests(simUrl);
   // The smallest intervals the config allows: every job is always due, so the subject and not
   // the schedule sets the pace.
   const subject = startSubject(ctx, {
     kind,
     prefix,
     concurrency,
-    simUrl: ctx.fastSimUrl,
+    simUrl,
     minIntervalMs: 10,
     maxIntervalMs: 10,
     ceilingIds: n,
@@ -292,14 +294,14 @@ export async function saturated(
     // The first sweep emits one event per job (null -> running); the window starts after it.
     await waitUntil(
       `${kind} polled all ${n} jobs once`,
-      async () => ((await simRequests(ctx.fastSimUrl)) - before >= n ? true : undefined),
+      async () => ((await simRequests(simUrl)) - before >= n ? true : undefined),
       180_000,
       200,
     ).catch((err: unknown) => {
       throw new Error(`${(err as Error).message}\n${subject.tail()}`);
     });
     await sleep(plan.warmupMs);
-    const w = await measure(ctx, subject, ctx.fastSimUrl, plan.windowMs);
+    const w = await measure(ctx, subject, simUrl, plan.windowMs);
     const polls = Math.max(1, w.polls);
     const cpuUs = w.end.cpuUs - w.start.cpuUs;
     return {

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { PollOutcome } from "../api/outcome.js";
 import { shutdownPhases } from "../config/budgets.js";
 import { coerceError } from "../lib/errors.js";
-import { sleep, Wakeup } from "../lib/signal.js";
+import { Wakeup } from "../lib/signal.js";
 import type { ClaimedJob } from "../store/store.js";
 import { BudgetPauseInput } from "./budget-gate.js";
 import { Claimer } from "./claimer.js";
@@ -15,6 +15,7 @@ import type { PollerDeps } from "./ports.js";
 import { RedisHealth } from "./redis-health.js";
 import { reportWrite } from "./report.js";
 import type { DurationSample } from "./schedule.js";
+import { shutDown } from "./shutdown.js";
 import { Writer } from "./writer.js";
 
 export type { JobsApi, LoopMetrics, PollerDeps, PollerSettings, PollerStore } from "./ports.js";
@@ -157,44 +158,19 @@ export class Poller {
    * rest, and waits for every decision to be written. Safe to call more than once.
    */
   stop(): Promise<void> {
-    this.stopPromise ??= this.shutdown();
+    this.stopPromise ??= shutDown({
+      lifecycle: this.lifecycle,
+      claimer: this.claimer,
+      housekeeping: this.housekeeping,
+      writer: this.writer,
+      durations: this.durations,
+      abortRequests: () => this.deps.api.abortInFlight?.(),
+      loops: this.loops,
+      idle: this.idle,
+      clock: this.clock,
+      shutdownTimeoutMs: this.deps.settings.shutdownTimeoutMs,
+    });
     return this.stopPromise;
-  }
-
-  private async shutdown(): Promise<void> {
-    const phases = shutdownPhases(this.deps.settings.shutdownTimeoutMs);
-    this.lifecycle.setDraining();
-    this.claimer.wake();
-    this.housekeeping.wake();
-    const deadline = this.clock() + phases.drainMs;
-    // Jobs claimed but not started go straight back.
-    await this.claimer.handBackQueued();
-    while (this.claimer.polling > 0 && this.clock() < deadline) {
-      await this.idle.wait(Math.max(1, deadline - this.clock()));
-    }
-    // Abort whatever is still out, auth and circuit probes included; each worker hands its
-    // job back.
-    this.lifecycle.setAborting();
-    this.deps.api.abortInFlight?.();
-    while (this.claimer.polling > 0) await this.idle.wait(50);
-    // A loop may be inside a Redis call or an API probe; it ends by itself, but shutdown does
-    // not wait past its budget for it (it holds no lease and writes nothing that matters).
-    // The grace timer is cancelled once the loops end: left running, it would keep the process
-    // alive for the rest of the budget after everything else has closed.
-    const grace = new AbortController();
-    await Promise.race([
-      Promise.allSettled(this.loops),
-      sleep(Math.max(0, deadline - this.clock()) + phases.loopGraceMs, grace.signal),
-    ]);
-    grace.abort();
-    while (this.writer.pending > 0) await this.idle.wait(20);
-    // After the writes, so the changes of the last polls are learned too; one attempt, bounded.
-    if (this.durations !== null) {
-      const flush = new AbortController();
-      await Promise.race([this.durations.stop(), sleep(phases.loopGraceMs, flush.signal)]);
-      flush.abort();
-    }
-    this.lifecycle.setStopped();
   }
 
   private async guard(name: string, loop: () => Promise<void>): Promise<void> {
