@@ -274,10 +274,13 @@ async function budgetCost(limit: number, seconds: number): Promise<CostRow> {
     let permits = 0;
     await Promise.all(
       budgets.map(async (b) => {
+        let mine = 0;
         while (await b.acquire(until)) {
           permits++;
-          // A request's worth of other work, so the limiters do not starve the event loop.
-          if (permits % 64 === 0) await new Promise((r) => setImmediate(r));
+          // Every replica yields to the event loop now and then, as requests would: with no
+          // rate in force permits are granted in memory, and a loop that never yields would
+          // keep the timers (and the abort) from ever running.
+          if (++mine % 64 === 0) await new Promise((r) => setImmediate(r));
         }
       }),
     );

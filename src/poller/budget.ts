@@ -269,10 +269,9 @@ export class RequestBudget {
    * (the caller's request could no longer end in time), or the budget closes.
    */
   acquire(signal?: AbortSignal, timeoutMs?: number): Promise<boolean> {
+    if (this.#closed || signal?.aborted) return Promise.resolve(false);
     if (this.tryTake()) return Promise.resolve(true);
-    if (this.#closed || signal?.aborted || (timeoutMs !== undefined && timeoutMs <= 0)) {
-      return Promise.resolve(false);
-    }
+    if (timeoutMs !== undefined && timeoutMs <= 0) return Promise.resolve(false);
     return new Promise<boolean>((resolve) => {
       const waiter: Waiter = {
         since: this.#clock(),

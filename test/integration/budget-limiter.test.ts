@@ -120,6 +120,8 @@ describe("RequestBudget", () => {
     budgets.push(a);
     const b = replica(0, 1);
     for (let i = 0; i < 1000; i++) expect(a.tryTake()).toBe(true);
+    // A caller that gave up already gets none, though one is at hand.
+    expect(await a.acquire(AbortSignal.abort())).toBe(false);
     expect(calls).toHaveLength(0);
     await waitFor(() => calls.length === 1, { what: "one report", timeoutMs: 20 * BATCH_MS });
     expect(calls[0]).toMatchObject({ want: 0, sent: 1000 });
