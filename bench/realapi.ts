@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { freePort } from "../src/lib/net.js";
 import { RequestBudget } from "../src/poller/budget.js";
 import { createRng } from "../src/sim/random.js";
 import { type Simulator, startSimulator } from "../src/sim/simulator.js";
@@ -202,17 +202,6 @@ async function run(redis: Redis, setting: Setting): Promise<Row> {
 }
 
 // ---- the budget's own Redis cost --------------------------------------------------------------
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 interface CostRow {
   limit: number;

@@ -1,9 +1,9 @@
 import { once } from "node:events";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { availableParallelism, loadavg } from "node:os";
 import { join, relative } from "node:path";
 import { Redis } from "ioredis";
+import { freePort } from "../src/lib/net.js";
 import { ROOT, spawnHelper, waitUntil } from "./lib/children.js";
 import { type SelfTime, topSelfTime, writeFoldedStacks } from "./lib/profile.js";
 import { reportRedisErrors } from "./lib/redis.js";
@@ -100,17 +100,6 @@ const plan: Plan = quick
     };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 async function privateRedis(): Promise<{ url: string; stop(): void }> {
   const port = await freePort();

@@ -16,10 +16,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { freePort } from "../src/lib/net.js";
 import { startSimulator } from "../src/sim/simulator.js";
 import { keysFor } from "../src/store/keys.js";
 import { ROOT } from "./lib/children.js";
@@ -57,15 +57,6 @@ interface Sample extends Record<Series, number> {
   scheduled: number;
   eventsTotal: number;
   pollsTotal: number;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  const port = typeof address === "object" && address !== null ? address.port : 0;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 async function startRedis(): Promise<{ port: number; child: ChildProcess; dir: string }> {

@@ -1,9 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort, pingReply } from "../lib/net.js";
 
 /**
  * A throwaway `redis-server` for the demo on a machine without Redis: a free loopback port, a
@@ -28,29 +27,6 @@ export class RedisServerMissingError extends Error {
 }
 
 const START_TIMEOUT_MS = 10_000;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.on("error", () => done(false));
-    socket.on("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk: Buffer) => done(chunk.toString("latin1").startsWith("+PONG")));
-  });
-}
 
 export async function startPrivateRedis(): Promise<PrivateRedis> {
   const dir = mkdtempSync(join(tmpdir(), "idunox-demo-redis-"));
@@ -107,7 +83,9 @@ async function startOn(port: number, dir: string): Promise<PrivateRedis | null> 
   }
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-    if (await pingOnce(port, 500)) return running(child, port, dir, exited);
+    if ((await pingReply("127.0.0.1", port, 500)).startsWith("+PONG")) {
+      return running(child, port, dir, exited);
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
   child.kill("SIGKILL");

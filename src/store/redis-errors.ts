@@ -1,6 +1,6 @@
-import { createConnection } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { maskUrlPassword, parseRedisUrl } from "../config/index.js";
+import { pingReply } from "../lib/net.js";
 import type { RedisClient } from "./connection.js";
 
 /**
@@ -221,18 +221,8 @@ export async function explainRedisError(
 }
 
 /** True when a PING over plain TCP gets a RESP reply (+PONG, or -NOAUTH and the like). */
-function speaksPlainRedis(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.on("error", () => done(false));
-    socket.on("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk: Buffer) => done(/^[+-]/.test(chunk.toString("latin1", 0, 1))));
-  });
+async function speaksPlainRedis(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return /^[+-]/.test(await pingReply(host, port, timeoutMs));
 }
 
 /** True when a TLS handshake completes (the certificate is not checked: this only diagnoses). */

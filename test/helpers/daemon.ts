@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
 import { Writable } from "node:stream";
 import type { Redis } from "ioredis";
 import { afterEach, beforeEach } from "vitest";
@@ -12,6 +11,8 @@ import { type Keys, keysFor } from "../../src/store/keys.js";
 import { jobBody } from "../fixtures/job.js";
 import { cleanPrefix, redisClient, TEST_REDIS_URL, testPrefix } from "./redis.js";
 import type { StreamEvent } from "./streams.js";
+
+export { freePort } from "../../src/lib/net.js";
 
 /** The key a test simulator is started with unless a test needs its own. */
 export const TEST_API_KEY = `test-key-${randomUUID()}`;
@@ -178,15 +179,6 @@ export function reached(subject: string, status: string) {
 export function allReached(subjects: readonly string[], status: string) {
   const each = subjects.map((subject) => reached(subject, status));
   return (events: readonly StreamEvent[]): boolean => each.every((done) => done(events));
-}
-
-/** A port free a moment ago, for a daemon whose HTTP server a test calls (0 turns it off). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 export interface SimulatorScope {

@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort, pingReply } from "../../src/lib/net.js";
+
+export { freePort };
 
 /**
  * A private `redis-server` for tests that kill, restart and slow down Redis, which the shared
@@ -35,35 +37,13 @@ export interface RedisServerOptions {
   startTimeoutMs?: number;
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 /**
  * One PING over a fresh socket; resolves true on +PONG, or -NOAUTH from a server started with
  * --requirepass (it is up, it wants a password), false on anything else (LOADING too).
  */
-function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    let reply = "";
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.on("error", () => done(false));
-    socket.on("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (chunk) => {
-      reply += chunk.toString("latin1");
-      if (reply.includes("\r\n")) done(reply.startsWith("+PONG") || reply.startsWith("-NOAUTH"));
-    });
-  });
+async function pingOnce(port: number, timeoutMs: number): Promise<boolean> {
+  const reply = await pingReply("127.0.0.1", port, timeoutMs);
+  return reply.startsWith("+PONG") || reply.startsWith("-NOAUTH");
 }
 
 class RedisServerProcess implements RedisServer {

@@ -1,12 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../src/config/index.js";
+import { freePort } from "../../src/lib/net.js";
 import { type Simulator, startSimulator } from "../../src/sim/simulator.js";
 import { jobBody } from "../fixtures/job.js";
 import { type CliProcess, runCli, runCliToEnd } from "../helpers/processes.js";
@@ -27,14 +27,6 @@ const ALL = [API_KEY, ...PATIENT];
 
 function leaked(text: string, secrets: readonly string[] = ALL): string[] {
   return secrets.filter((s) => text.includes(s));
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 async function get(url: string): Promise<{ status: number; text: string }> {
