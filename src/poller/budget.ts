@@ -221,9 +221,8 @@ export class RequestBudget {
    */
   headroom(horizonMs: number, now = this.#clock()): number {
     if (now < this.#pauseUntil) return 0;
-    const held = this.#permits.held(now);
     if (this.#rate === null) return Number.POSITIVE_INFINITY;
-    return held + (this.#rate * horizonMs) / 1000 - this.#waiters.length;
+    return this.#permits.held(now) + (this.#rate * horizonMs) / 1000 - this.#waiters.length;
   }
 
   /** Takes a held permit if there is one; never waits. */
