@@ -10,7 +10,7 @@ import { createRng } from "../src/sim/random.js";
 import { type Simulator, startSimulator } from "../src/sim/simulator.js";
 import { deleteKeysWithPrefix } from "../src/store/connection.js";
 import { Store } from "../src/store/store.js";
-import { ROOT, type Subject, sleep, spawnSubject, waitUntil } from "./lib/children.js";
+import { ROOT, START_FLAGS, type Subject, sleep, spawnSubject, waitUntil } from "./lib/children.js";
 import { reportRedisErrors } from "./lib/redis.js";
 import { percentile, round } from "./lib/stats.js";
 
@@ -305,7 +305,7 @@ async function main(): Promise<void> {
         name: `daemon-${mode.name}`,
         entry: "dist/cli/main.js",
         args: ["run"],
-        nodeFlags: ["--max-semi-space-size=8"],
+        nodeFlags: START_FLAGS,
         env: {
           IDUNOX_API_URL: sim.url,
           IDUNOX_API_KEY: API_KEY,

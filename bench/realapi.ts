@@ -11,7 +11,7 @@ import { BudgetStore } from "../src/store/budget.js";
 import { deleteKeysWithPrefix } from "../src/store/connection.js";
 import { keysFor } from "../src/store/keys.js";
 import { Store } from "../src/store/store.js";
-import { ROOT, type Subject, sleep, spawnSubject, waitUntil } from "./lib/children.js";
+import { ROOT, START_FLAGS, type Subject, sleep, spawnSubject, waitUntil } from "./lib/children.js";
 import { percentile, round } from "./lib/stats.js";
 
 /**
@@ -106,7 +106,7 @@ function startReplica(simUrl: string, prefix: string, i: number, limit: number):
     name: `replica-${i}`,
     entry: "dist/cli/main.js",
     args: ["run"],
-    nodeFlags: ["--max-semi-space-size=8"],
+    nodeFlags: START_FLAGS,
     env: {
       IDUNOX_API_URL: simUrl,
       IDUNOX_API_KEY: API_KEY,

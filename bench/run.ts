@@ -51,6 +51,7 @@ import {
  *                         runs, to measure a runtime tuning side by side with the defaults
  *   BENCH_BASELINE_FLAGS="..."  the baseline's extra flags (default: the daemon's); with
  *                         BENCH_BASELINE=dist/cli/main.js, two settings of one build side by side
+ *   BENCH_SUBJECT_LOGS=/tmp/logs  also append each subject's output to <dir>/<subject>.log
  */
 
 const env = process.env;

@@ -1,12 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { trackIds } from "../src/client/track.js";
 import { keysFor } from "../src/store/keys.js";
 import {
-  ROOT,
+  START_FLAGS,
   type Subject,
   type SubjectSample,
   sleep,
@@ -138,19 +136,6 @@ interface SubjectSettings {
   daemonEnv?: Record<string, string>;
   nodeFlags?: string[];
 }
-
-/**
- * The node flags of `npm start` (the image's CMD is held to the same command by
- * .ci/check-ops.sh): the daemon is measured as it runs in production.
- */
-const START_FLAGS: string[] = (() => {
-  const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
-    scripts: { start: string };
-  };
-  const match = /^node ((?:--\S+ )*)dist\/cli\/main\.js run$/.exec(pkg.scripts.start);
-  if (match === null) throw new Error(`unexpected start script: ${pkg.scripts.start}`);
-  return (match[1] ?? "").split(" ").filter((f) => f !== "");
-})();
 
 function startSubject(ctx: Context, s: SubjectSettings): Subject {
   if (s.kind === "daemon" || s.kind === "baseline") {

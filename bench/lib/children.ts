@@ -1,10 +1,24 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { appendFileSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 
 export const ROOT = resolve(import.meta.dirname, "..", "..");
+
+/**
+ * The node flags of `npm start` (the image's CMD is held to the same command by
+ * .ci/check-ops.sh): the daemon is measured as it runs in production.
+ */
+export const START_FLAGS: string[] = (() => {
+  const pkg = JSON.parse(readFileSync(resolve(ROOT, "package.json"), "utf8")) as {
+    scripts: { start: string };
+  };
+  const match = /^node ((?:--\S+ )*)dist\/cli\/main\.js run$/.exec(pkg.scripts.start);
+  if (match === null) throw new Error(`unexpected start script: ${pkg.scripts.start}`);
+  return (match[1] ?? "").split(" ").filter((f) => f !== "");
+})();
 const PROBE = pathToFileURL(resolve(ROOT, "bench", "lib", "probe.mjs")).href;
 
 /** What a subject reports about itself (see probe.mjs). */
@@ -59,7 +73,9 @@ export function spawnSubject(opts: SpawnOptions): Subject {
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
   const lines: string[] = [];
+  const logTo = process.env["BENCH_SUBJECT_LOGS"];
   const keep = (line: string) => {
+    if (logTo !== undefined) appendFileSync(resolve(logTo, `${opts.name}.log`), `${line}\n`);
     lines.push(line);
     if (lines.length > TAIL_LINES) lines.shift();
   };
