@@ -13,7 +13,7 @@ import { Housekeeping } from "./housekeeping.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { PollerDeps } from "./ports.js";
 import { RedisHealth } from "./redis-health.js";
-import { reportWrite } from "./report.js";
+import { pollReport, reportWrite } from "./report.js";
 import type { DurationSample } from "./schedule.js";
 import { shutDown } from "./shutdown.js";
 import { Writer } from "./writer.js";
@@ -250,6 +250,8 @@ export class Poller {
     if (job.stateReset) {
       this.log.error({ jobId: job.id }, "stored job state was unreadable; a new history starts");
     }
+    // The callback keeps only what reporting needs, not the response body or the old state.
+    const report = pollReport(job, outcome, decision);
     this.writer.write(
       {
         id: job.id,
@@ -262,7 +264,7 @@ export class Poller {
       },
       (code) => {
         try {
-          reportWrite(this.log, this.deps.metrics, job, outcome, decision, code, now, this.learn);
+          reportWrite(this.log, this.deps.metrics, report, decision, code, now, this.learn);
         } finally {
           // Whatever reporting did, the slot and the claim loop must move on.
           this.idle.fire();
