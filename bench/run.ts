@@ -47,7 +47,7 @@ import {
  *   BENCH_ROUNDS=3        repeat the saturated runs; with a baseline, the order of the pair
  *                         alternates each round and a table gives the daemon/baseline ratios
  *                         per pair (median, min, max): a loaded 2-core machine needs several
- *   BENCH_DAEMON_FLAGS="--max-semi-space-size=32"  extra node flags for the saturated daemon
+ *   BENCH_DAEMON_FLAGS="--max-semi-space-size=8"  extra node flags for the saturated daemon
  *                         runs, to measure a runtime tuning side by side with the defaults
  *   BENCH_BASELINE_FLAGS="..."  the baseline's extra flags (default: the daemon's); with
  *                         BENCH_BASELINE=dist/cli/main.js, two settings of one build side by side
