@@ -1,21 +1,13 @@
 import { describe, expect, it } from "vitest";
 import type { PollOutcome } from "../../../src/api/outcome.js";
 import { isAlert, kindOfType } from "../../../src/events/cloudevents.js";
-import { type DecideSettings, decide } from "../../../src/poller/decide.js";
+import { decide } from "../../../src/poller/decide.js";
 import { initialState, type JobState } from "../../../src/poller/state.js";
+import { decideSettings, T0, TEST_JOB_ID } from "../../fixtures/decide.js";
 import { jobBody } from "../../fixtures/job.js";
 
-const settings: DecideSettings = {
-  minIntervalMs: 2000,
-  maxIntervalMs: 60000,
-  backoffFactor: 2,
-  jitter: 0.2,
-  notFoundGraceMs: 60000,
-  failureAlertAfter: 2,
-  eventSource: "urn:test",
-};
-const jobId = "3c90c3cc-0d44-4b50-8888-8dd25736052a";
-const T0 = Date.parse("2026-04-20T09:00:00.000Z");
+const settings = decideSettings({ failureAlertAfter: 2 });
+const jobId = TEST_JOB_ID;
 
 describe("decide: each event carries its alert flag", () => {
   it("flags exactly the alert kinds, in the order of the events", () => {

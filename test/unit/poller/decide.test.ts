@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { PollOutcome } from "../../../src/api/outcome.js";
 import { JOB_STATUSES } from "../../../src/api/schema.js";
 import type { AnyCloudEvent } from "../../../src/events/types.js";
-import { type DecideSettings, decide } from "../../../src/poller/decide.js";
+import { decide } from "../../../src/poller/decide.js";
 import { isFinal } from "../../../src/poller/rules.js";
 import {
   decodeState,
@@ -11,19 +11,11 @@ import {
   initialState,
   type JobState,
 } from "../../../src/poller/state.js";
+import { decideSettings, T0, TEST_JOB_ID } from "../../fixtures/decide.js";
 import { jobBody } from "../../fixtures/job.js";
 
-const settings: DecideSettings = {
-  minIntervalMs: 2000,
-  maxIntervalMs: 60000,
-  backoffFactor: 2,
-  jitter: 0.2,
-  notFoundGraceMs: 60000,
-  failureAlertAfter: 3,
-  eventSource: "urn:test",
-};
-const jobId = "3c90c3cc-0d44-4b50-8888-8dd25736052a";
-const T0 = Date.parse("2026-04-20T09:00:00.000Z");
+const settings = decideSettings();
+const jobId = TEST_JOB_ID;
 
 type Outcome = Exclude<PollOutcome, { kind: "auth" }>;
 

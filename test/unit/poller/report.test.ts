@@ -1,25 +1,17 @@
 import { describe, expect, it } from "vitest";
 import type { PollOutcome } from "../../../src/api/outcome.js";
 import type { JobStatus } from "../../../src/api/schema.js";
-import { type DecideSettings, decide } from "../../../src/poller/decide.js";
+import { decide } from "../../../src/poller/decide.js";
 import { pollReport, reportWrite } from "../../../src/poller/report.js";
 import { initialState, type JobState } from "../../../src/poller/state.js";
 import { Metrics } from "../../../src/server/metrics.js";
 import { ApplyCode, type ClaimedJob } from "../../../src/store/store.js";
+import { decideSettings, T0, TEST_JOB_ID } from "../../fixtures/decide.js";
 import { jobBody } from "../../fixtures/job.js";
 import { silentLogger } from "./fakes.js";
 
-const settings: DecideSettings = {
-  minIntervalMs: 2000,
-  maxIntervalMs: 60000,
-  backoffFactor: 2,
-  jitter: 0,
-  notFoundGraceMs: 60000,
-  failureAlertAfter: 3,
-  eventSource: "urn:test",
-};
-const jobId = "3c90c3cc-0d44-4b50-8888-8dd25736052a";
-const T0 = Date.parse("2026-04-20T09:00:00.000Z");
+const settings = decideSettings({ jitter: 0 });
+const jobId = TEST_JOB_ID;
 
 type Outcome = Exclude<PollOutcome, { kind: "auth" }>;
 
@@ -82,13 +74,13 @@ describe("pollReport", () => {
 });
 
 describe("reportWrite", () => {
+  /** queued, then running (changed at T0 + 4 s) seen at `now`. */
+  const runningSeenAt = (now: number) =>
+    decided(claimAfter(ok("queued", T0)), ok("running", T0 + 4000), now);
+
   it("counts a written poll, its events and its detection delay", async () => {
     const metrics = new Metrics();
-    const { decision, report } = decided(
-      claimAfter(ok("queued", T0)),
-      ok("running", T0 + 4000),
-      T0 + 5500,
-    );
+    const { decision, report } = runningSeenAt(T0 + 5500);
     reportWrite(silentLogger, metrics, report, decision, ApplyCode.Written, T0 + 5500);
     expect(await polls(metrics, "ok")).toBe(1);
     expect(await events(metrics, "status_changed")).toBe(1);
@@ -100,11 +92,7 @@ describe("reportWrite", () => {
 
   it("counts a dropped or abandoned write as such, with no events", async () => {
     const metrics = new Metrics();
-    const { decision, report } = decided(
-      claimAfter(ok("queued", T0)),
-      ok("running", T0 + 4000),
-      T0 + 5000,
-    );
+    const { decision, report } = runningSeenAt(T0 + 5000);
     reportWrite(silentLogger, metrics, report, decision, ApplyCode.LeaseLost, T0 + 5000);
     reportWrite(silentLogger, metrics, report, decision, null, T0 + 5000);
     expect(await polls(metrics, "lease_lost")).toBe(1);
